@@ -1,0 +1,1 @@
+# Examples arrive with the libhmm API (mirrors, migration, device kernels).

@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hmmfs.h - the hmmfs daemon's private interfaces.
+ *
+ * hmmfs is an in-memory filesystem on the libfuse low-level API.  The kernel
+ * keeps the page cache and enforces permissions (default_permissions is
+ * always on); the daemon holds the namespace, the attributes and the data,
+ * which lives in page-sized pieces taken from the host memory pool.
+ *
+ * Lock order (outermost first); a thread holding one lock takes only locks
+ * further down the list:
+ *   1. fs->ns_lock       rwlock: every directory's entries, dir->parent,
+ *                        and the set of names.  Writers are the operations
+ *                        that change the namespace.
+ *   2. inode->data_lock  rwlock: a regular file's size and pages.  When two
+ *                        files are locked (copy_file_range), the one at the
+ *                        lower address is locked first.
+ *   3. inode->attr_lock  mutex: mode, ownership, times, rdev, xattrs.
+ *   4. fs->ref_lock      mutex: nlookup, nopen and nlink of every inode, and
+ *                        the list of all inodes.
+ *   5. pool locks        (libhmm) leaf locks.
+ *
+ * Lifetime: an inode is freed when nothing can reach it any more, that is
+ * when nlink == 0 (no name), nlookup == 0 (the kernel forgot it) and
+ * nopen == 0 (no open file handle), all read under fs->ref_lock.
+ */
+#ifndef HMMFS_H
+#define HMMFS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "hmm-internal.h"
+
+/* The largest file hmmfs stores: 2^52 bytes (4 PiB), like a large tmpfs. */
+#define HMMFS_MAX_FILESIZE (1ULL << 52)
+#define HMMFS_NAME_MAX 255
+#define HMMFS_SYMLINK_MAX 4095
+/* Extended attributes: per-inode budget of names plus values. */
+#define HMMFS_XATTR_MAX_TOTAL (1u << 20)
+
+struct hmmfs_inode;
+
+/* A name in a directory. */
+struct hmmfs_dirent {
+	struct hmmfs_dirent *hnext; /* hash chain */
+	uint64_t cookie;            /* readdir offset of the entry after this one */
+	struct hmmfs_inode *inode;
+	uint32_t hash;
+	uint16_t namelen;
+	char name[];
+};
+
+/* A position in a directory's readdir order; d is NULL once removed. */
+struct hmmfs_dirslot {
+	uint64_t cookie;
+	struct hmmfs_dirent *d;
+};
+
+/*
+ * A directory: a hash table for lookup and an array ordered by cookie for
+ * readdir.  Cookies only grow, so a readdir offset stays valid whatever is
+ * added or removed; removed entries leave holes (d == NULL, cookie kept) in
+ * order[] until a compaction, which keeps the order.
+ * Invariant: nentries == number of slots with d != NULL <= norder <= order_cap.
+ * All protected by fs->ns_lock.
+ */
+struct hmmfs_dir {
+	struct hmmfs_dirent **buckets;
+	uint32_t nbuckets;          /* power of two */
+	uint64_t nentries;
+	struct hmmfs_dirslot *order;
+	uint64_t norder;            /* used slots of order[], holes included */
+	uint64_t order_cap;
+	uint64_t next_cookie;
+	uint64_t nsubdirs;
+	struct hmmfs_inode *parent; /* the root is its own parent */
+};
+
+struct hmmfs_xattr {
+	struct hmmfs_xattr *next;
+	size_t size;
+	char *value;
+	char name[];
+};
+
+struct hmmfs_inode {
+	uint64_t ino;        /* st_ino; the FUSE node id is the pointer */
+	mode_t type;         /* S_IFMT bits of mode, immutable: read without locks */
+	uint64_t generation;
+
+	/* protected by attr_lock */
+	pthread_mutex_t attr_lock;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	dev_t rdev;
+	struct timespec atime, mtime, ctime;
+	struct hmmfs_xattr *xattrs;
+	size_t xattr_bytes;
+
+	/* protected by fs->ref_lock */
+	uint64_t nlink;
+	uint64_t nlookup;
+	uint64_t nopen;
+	struct hmmfs_inode *all_next, **all_pprev;
+
+	union {
+		struct {                      /* S_IFREG; protected by data_lock */
+			uint64_t size;
+			struct hmm__radix pages;  /* page index -> page */
+		} file;
+		struct hmmfs_dir dir;         /* S_IFDIR; protected by fs->ns_lock */
+		char *symlink;                /* S_IFLNK; immutable */
+	};
+	pthread_rwlock_t data_lock;
+};
+
+struct hmmfs_fs {
+	struct fuse_session *se;
+	struct hmm__pool host;     /* host RAM holding file data */
+	size_t page_size;
+	unsigned page_shift;
+	char *zero_page;           /* page_size zero bytes, for replies over holes */
+	uint64_t max_inodes;
+	double timeout;            /* entry and attribute cache timeout, seconds */
+
+	pthread_rwlock_t ns_lock;
+	struct hmmfs_inode *root;
+
+	pthread_mutex_t ref_lock;
+	struct hmmfs_inode *all;   /* every live inode; protected by ref_lock */
+	uint64_t ninodes;          /* protected by ref_lock */
+	uint64_t next_ino;         /* protected by ref_lock */
+};
+
+extern struct hmmfs_fs hmmfs;
+
+/* inode.c */
+int hmmfs_inode_new(mode_t mode, uid_t uid, gid_t gid, dev_t rdev,
+		    struct hmmfs_inode **out);
+void hmmfs_inode_free(struct hmmfs_inode *inode);
+struct hmmfs_inode *hmmfs_inode_get(fuse_ino_t ino);
+void hmmfs_inode_unref(struct hmmfs_inode *inode, uint64_t nlookup,
+		       uint64_t nopen, uint64_t nlink);
+void hmmfs_inode_stat(struct hmmfs_inode *inode, struct stat *st);
+void hmmfs_entry_fill(struct hmmfs_inode *inode, struct fuse_entry_param *e);
+void hmmfs_now(struct timespec *ts);
+void hmmfs_touch(struct hmmfs_inode *inode, bool mtime, bool ctime);
+void hmmfs_accessed(struct hmmfs_inode *inode);
+void hmmfs_destroy_all(void);
+void hmmfs_ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void hmmfs_ll_forget_multi(fuse_req_t req, size_t count,
+			   struct fuse_forget_data *forgets);
+void hmmfs_ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void hmmfs_ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		      int to_set, struct fuse_file_info *fi);
+void hmmfs_ll_statfs(fuse_req_t req, fuse_ino_t ino);
+
+/* dir.c */
+int hmmfs_dir_init(struct hmmfs_inode *dir, struct hmmfs_inode *parent);
+void hmmfs_dir_free(struct hmmfs_inode *dir);
+void hmmfs_ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void hmmfs_ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void hmmfs_ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		    mode_t mode, dev_t rdev);
+void hmmfs_ll_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, struct fuse_file_info *fi);
+void hmmfs_ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		      const char *name);
+void hmmfs_ll_readlink(fuse_req_t req, fuse_ino_t ino);
+void hmmfs_ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		   const char *newname);
+void hmmfs_ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void hmmfs_ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void hmmfs_ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     fuse_ino_t newparent, const char *newname, unsigned int flags);
+void hmmfs_ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		      struct fuse_file_info *fi);
+
+/* pages.c: a regular file's data.  Callers hold inode->data_lock. */
+int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
+		      uint64_t off, size_t *written);
+size_t hmmfs_pages_iov(struct hmmfs_inode *f, uint64_t off, size_t size,
+		       struct iovec *iov, size_t max_iov);
+void hmmfs_pages_read(struct hmmfs_inode *f, uint64_t off, size_t size, char *buf);
+void hmmfs_pages_truncate(struct hmmfs_inode *f, uint64_t size);
+void hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len);
+int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len);
+int64_t hmmfs_pages_seek(struct hmmfs_inode *f, uint64_t off, int whence);
+void hmmfs_pages_free_all(struct hmmfs_inode *f);
+uint64_t hmmfs_pages_count(struct hmmfs_inode *f);
+bool hmmfs_pages_range_is_hole(struct hmmfs_inode *f, uint64_t off, uint64_t len);
+
+/* file.c */
+void hmmfs_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void hmmfs_ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void hmmfs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		   struct fuse_file_info *fi);
+void hmmfs_ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		    size_t size, off_t off, struct fuse_file_info *fi);
+void hmmfs_ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void hmmfs_ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		    struct fuse_file_info *fi);
+void hmmfs_ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+			off_t length, struct fuse_file_info *fi);
+void hmmfs_ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		    struct fuse_file_info *fi);
+void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			      struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+			      off_t off_out, struct fuse_file_info *fi_out,
+			      size_t len, int flags);
+
+/* xattr.c */
+void hmmfs_ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		       const char *value, size_t size, int flags);
+void hmmfs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void hmmfs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void hmmfs_ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+void hmmfs_xattr_free_all(struct hmmfs_inode *inode);
+
+#endif /* HMMFS_H */

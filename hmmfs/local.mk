@@ -1,0 +1,12 @@
+# hmmfs: the FUSE daemon.
+bin_PROGRAMS += hmmfs/hmmfs
+hmmfs_hmmfs_SOURCES = \
+	hmmfs/hmmfs.h \
+	hmmfs/main.c \
+	hmmfs/inode.c \
+	hmmfs/dir.c \
+	hmmfs/pages.c \
+	hmmfs/file.c \
+	hmmfs/xattr.c
+hmmfs_hmmfs_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)
+hmmfs_hmmfs_LDADD = libhmm/libhmm-core.la $(FUSE_LIBS) $(NUMA_LIBS)

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Extended attributes, in the user, trusted and security namespaces.
+ *
+ * The kernel checks names (length, namespace permissions, user.* only on
+ * regular files and directories) before a request arrives; the daemon
+ * checks the namespace again, the create/replace flags and each inode's
+ * budget.  All state is protected by inode->attr_lock.
+ */
+#include "config.h"
+#include "hmmfs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/limits.h>
+#include <sys/xattr.h>
+
+static bool namespace_ok(const char *name)
+{
+	static const char *const prefixes[] = { "user.", "trusted.", "security." };
+
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+		size_t n = strlen(prefixes[i]);
+		if (!strncmp(name, prefixes[i], n) && name[n])
+			return true;
+	}
+	return false;
+}
+
+static struct hmmfs_xattr **xattr_find(struct hmmfs_inode *inode, const char *name)
+{
+	struct hmmfs_xattr **pp;
+
+	for (pp = &inode->xattrs; *pp; pp = &(*pp)->next)
+		if (!strcmp((*pp)->name, name))
+			return pp;
+	return NULL;
+}
+
+static size_t xattr_cost(const struct hmmfs_xattr *x)
+{
+	return strlen(x->name) + 1 + x->size;
+}
+
+void hmmfs_ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		       const char *value, size_t size, int flags)
+{
+	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
+	size_t namelen = strlen(name);
+	struct hmmfs_xattr **pp, *x, *old;
+	size_t budget_after;
+	int err = 0;
+
+	if (!namespace_ok(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (namelen > XATTR_NAME_MAX) {
+		fuse_reply_err(req, ERANGE);
+		return;
+	}
+	if (size > XATTR_SIZE_MAX) {
+		fuse_reply_err(req, E2BIG);
+		return;
+	}
+	if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	x = malloc(sizeof(*x) + namelen + 1);
+	if (!x || !(x->value = malloc(size ? size : 1))) {
+		free(x);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(x->name, name, namelen + 1);
+	memcpy(x->value, value, size);
+	x->size = size;
+
+	pthread_mutex_lock(&inode->attr_lock);
+	pp = xattr_find(inode, name);
+	old = pp ? *pp : NULL;
+	if (old && (flags & XATTR_CREATE))
+		err = -EEXIST;
+	else if (!old && (flags & XATTR_REPLACE))
+		err = -ENODATA;
+	if (!err) {
+		budget_after = inode->xattr_bytes + xattr_cost(x) - (old ? xattr_cost(old) : 0);
+		if (budget_after > HMMFS_XATTR_MAX_TOTAL)
+			err = -ENOSPC;
+	}
+	if (!err) {
+		if (old) {
+			x->next = old->next;
+			*pp = x;
+		} else {
+			x->next = inode->xattrs;
+			inode->xattrs = x;
+		}
+		inode->xattr_bytes = budget_after;
+		hmmfs_now(&inode->ctime);
+	}
+	pthread_mutex_unlock(&inode->attr_lock);
+	if (err || old) {
+		struct hmmfs_xattr *gone = err ? x : old;
+		free(gone->value);
+		free(gone);
+	}
+	fuse_reply_err(req, -err);
+}
+
+void hmmfs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
+	struct hmmfs_xattr **pp;
+
+	if (!namespace_ok(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	pthread_mutex_lock(&inode->attr_lock);
+	pp = xattr_find(inode, name);
+	if (!pp)
+		fuse_reply_err(req, ENODATA);
+	else if (size == 0)
+		fuse_reply_xattr(req, (*pp)->size);
+	else if (size < (*pp)->size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, (*pp)->value, (*pp)->size);
+	pthread_mutex_unlock(&inode->attr_lock);
+}
+
+void hmmfs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
+	size_t total = 0;
+	char *buf, *p;
+
+	pthread_mutex_lock(&inode->attr_lock);
+	for (struct hmmfs_xattr *x = inode->xattrs; x; x = x->next)
+		total += strlen(x->name) + 1;
+	if (size == 0) {
+		pthread_mutex_unlock(&inode->attr_lock);
+		fuse_reply_xattr(req, total);
+		return;
+	}
+	if (size < total) {
+		pthread_mutex_unlock(&inode->attr_lock);
+		fuse_reply_err(req, ERANGE);
+		return;
+	}
+	buf = malloc(total ? total : 1);
+	if (!buf) {
+		pthread_mutex_unlock(&inode->attr_lock);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	p = buf;
+	for (struct hmmfs_xattr *x = inode->xattrs; x; x = x->next) {
+		size_t n = strlen(x->name) + 1;
+		memcpy(p, x->name, n);
+		p += n;
+	}
+	pthread_mutex_unlock(&inode->attr_lock);
+	fuse_reply_buf(req, buf, total);
+	free(buf);
+}
+
+void hmmfs_ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
+	struct hmmfs_xattr **pp, *x = NULL;
+
+	if (!namespace_ok(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	pthread_mutex_lock(&inode->attr_lock);
+	pp = xattr_find(inode, name);
+	if (pp) {
+		x = *pp;
+		*pp = x->next;
+		inode->xattr_bytes -= xattr_cost(x);
+		hmmfs_now(&inode->ctime);
+	}
+	pthread_mutex_unlock(&inode->attr_lock);
+	if (!x) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	free(x->value);
+	free(x);
+	fuse_reply_err(req, 0);
+}
+
+void hmmfs_xattr_free_all(struct hmmfs_inode *inode)
+{
+	struct hmmfs_xattr *x, *next;
+
+	for (x = inode->xattrs; x; x = next) {
+		next = x->next;
+		free(x->value);
+		free(x);
+	}
+	inode->xattrs = NULL;
+	inode->xattr_bytes = 0;
+}

@@ -1,0 +1,21 @@
+# libhmm: the HMM core.  The internals are a convenience library that both the
+# public shared library and the hmmfs daemon link, so there is one copy of
+# every mechanism; the shared library exports only what hmm.h declares.
+noinst_LTLIBRARIES += libhmm/libhmm-core.la
+libhmm_libhmm_core_la_SOURCES = \
+	libhmm/hmm-internal.h \
+	libhmm/radix.c \
+	libhmm/pool.c
+libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
+libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
+
+lib_LTLIBRARIES += libhmm/libhmm.la
+include_HEADERS = libhmm/include/hmm.h
+libhmm_libhmm_la_SOURCES = libhmm/version.c
+libhmm_libhmm_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
+libhmm_libhmm_la_LIBADD = libhmm/libhmm-core.la
+libhmm_libhmm_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(LIBHMM_LT_VERSION) \
+	-Wl,--version-script=$(top_srcdir)/libhmm/libhmm.sym
+EXTRA_libhmm_libhmm_la_DEPENDENCIES = libhmm/libhmm.sym
+EXTRA_DIST += libhmm/libhmm.sym libhmm/libhmm.pc.in
+pkgconfig_DATA = libhmm/libhmm.pc

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Memory pools: a fixed capacity of memory handed out one page at a time.
+ *
+ * Memory is mapped in chunks as pages are needed and each chunk keeps its own
+ * free list, threaded through the free pages themselves.  A chunk whose pages
+ * are all free is unmapped unless it is the only one with free pages, so a
+ * pool's resident memory follows what it holds without thrashing at the
+ * boundary of a chunk.
+ */
+#include "config.h"
+#include "hmm-internal.h"
+
+#include <errno.h>
+#include <numa.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define POOL_MIN_CHUNK (2u << 20)
+
+struct hmm__chunk {
+	void *base;
+	size_t nfree;               /* pages on the free list */
+	size_t nfresh;              /* pages never handed out, at the end of the chunk */
+	void *free;                 /* first free page; each holds the next */
+	struct hmm__chunk *next;    /* in pool->partial, when it has free pages */
+	struct hmm__chunk **pprev;  /* the pointer to us in pool->partial, or NULL */
+};
+
+static bool is_power_of_two(size_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+int hmm__pool_init(struct hmm__pool *p, size_t page_size, uint64_t capacity,
+		   int numa_node)
+{
+	size_t sys = (size_t)sysconf(_SC_PAGESIZE);
+
+	if (!is_power_of_two(page_size) || page_size < sys)
+		return -EINVAL;
+	memset(p, 0, sizeof(*p));
+	p->page_size = page_size;
+	p->chunk_size = page_size > POOL_MIN_CHUNK ? page_size : POOL_MIN_CHUNK;
+	p->chunk_shift = (unsigned)__builtin_ctzl(p->chunk_size);
+	p->capacity_pages = capacity / page_size;
+	p->numa_node = numa_node;
+	hmm__radix_init(&p->chunks);
+	pthread_mutex_init(&p->lock, NULL);
+	return 0;
+}
+
+static void partial_add(struct hmm__pool *p, struct hmm__chunk *c)
+{
+	c->next = p->partial;
+	if (c->next)
+		c->next->pprev = &c->next;
+	c->pprev = &p->partial;
+	p->partial = c;
+}
+
+static void partial_remove(struct hmm__chunk *c)
+{
+	*c->pprev = c->next;
+	if (c->next)
+		c->next->pprev = c->pprev;
+	c->next = NULL;
+	c->pprev = NULL;
+}
+
+static void chunk_unmap(struct hmm__pool *p, struct hmm__chunk *c)
+{
+	hmm__radix_delete(&p->chunks, (uintptr_t)c->base >> p->chunk_shift);
+	munmap(c->base, p->chunk_size);
+	free(c);
+	p->nchunks--;
+}
+
+/* Map a chunk aligned to its size, so a page finds its chunk by address. */
+static struct hmm__chunk *chunk_map(struct hmm__pool *p)
+{
+	size_t size = p->chunk_size;
+	struct hmm__chunk *c = calloc(1, sizeof(*c));
+	char *raw, *base;
+
+	if (!c)
+		return NULL;
+	raw = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED) {
+		free(c);
+		return NULL;
+	}
+	base = (char *)(((uintptr_t)raw + size - 1) & ~(uintptr_t)(size - 1));
+	if (base > raw)
+		munmap(raw, (size_t)(base - raw));
+	if (base + size < raw + 2 * size)
+		munmap(base + size, (size_t)(raw + 2 * size - (base + size)));
+	if (p->numa_node >= 0 && numa_available() >= 0)
+		numa_tonode_memory(base, size, p->numa_node);
+	c->base = base;
+	c->nfresh = size / p->page_size;
+	if (hmm__radix_insert(&p->chunks, (uintptr_t)base >> p->chunk_shift, c) < 0) {
+		munmap(base, size);
+		free(c);
+		return NULL;
+	}
+	p->nchunks++;
+	return c;
+}
+
+int hmm__pool_alloc(struct hmm__pool *p, void **page)
+{
+	struct hmm__chunk *c;
+	void *pg;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->used_pages >= p->capacity_pages) {
+		pthread_mutex_unlock(&p->lock);
+		return -ENOSPC;
+	}
+	c = p->partial;
+	if (!c) {
+		c = chunk_map(p);
+		if (!c) {
+			pthread_mutex_unlock(&p->lock);
+			return -ENOMEM;
+		}
+		partial_add(p, c);
+	}
+	if (c->free) {
+		pg = c->free;
+		c->free = *(void **)pg;
+		c->nfree--;
+	} else {
+		size_t per_chunk = p->chunk_size / p->page_size;
+		pg = (char *)c->base + (per_chunk - c->nfresh) * p->page_size;
+		c->nfresh--;
+	}
+	if (!c->free && !c->nfresh)
+		partial_remove(c);
+	p->used_pages++;
+	pthread_mutex_unlock(&p->lock);
+	*page = pg;
+	return 0;
+}
+
+void hmm__pool_free(struct hmm__pool *p, void *page)
+{
+	struct hmm__chunk *c;
+	size_t per_chunk = p->chunk_size / p->page_size;
+
+	pthread_mutex_lock(&p->lock);
+	c = hmm__radix_lookup(&p->chunks, (uintptr_t)page >> p->chunk_shift);
+	HMM_ASSERT(c);
+	if (!c->free && !c->nfresh)
+		partial_add(p, c);
+	*(void **)page = c->free;
+	c->free = page;
+	c->nfree++;
+	p->used_pages--;
+	if (c->nfree + c->nfresh == per_chunk && (p->partial != c || c->next)) {
+		partial_remove(c);
+		chunk_unmap(p, c);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+uint64_t hmm__pool_used(struct hmm__pool *p)
+{
+	uint64_t used;
+
+	pthread_mutex_lock(&p->lock);
+	used = p->used_pages;
+	pthread_mutex_unlock(&p->lock);
+	return used;
+}
+
+static void unmap_one(void *item, void *arg)
+{
+	struct hmm__pool *p = arg;
+	struct hmm__chunk *c = item;
+
+	munmap(c->base, p->chunk_size);
+	free(c);
+}
+
+void hmm__pool_destroy(struct hmm__pool *p)
+{
+	HMM_ASSERT(p->used_pages == 0);
+	hmm__radix_truncate(&p->chunks, 0, unmap_one, p);
+	p->partial = NULL;
+	p->nchunks = 0;
+	pthread_mutex_destroy(&p->lock);
+}
+
+int hmm__parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (end == s)
+		return -EINVAL;
+	if (errno == ERANGE)
+		return -ERANGE;
+	switch (*end) {
+	case '\0': break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: return -EINVAL;
+	}
+	if (*end)
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}

@@ -1,0 +1,22 @@
+# Benchmarks: `make bench`.
+#
+# bench measures hmmfs against a tmpfs and against fuse_min, the smallest
+# reasonable FUSE filesystem (the ceiling for any FUSE daemon), in one run,
+# and prints the ratios.  run.sh mounts the three and cleans up; it needs
+# root.  Neither program is installed.
+noinst_PROGRAMS += tests/bench/fuse_min tests/bench/bench
+
+tests_bench_fuse_min_SOURCES = tests/bench/fuse_min.c
+tests_bench_fuse_min_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)
+tests_bench_fuse_min_LDADD = $(FUSE_LIBS)
+
+tests_bench_bench_SOURCES = tests/bench/bench.c
+
+EXTRA_DIST += tests/bench/run.sh
+
+.PHONY: bench
+bench: all
+	$(SHELL) $(top_srcdir)/tests/bench/run.sh \
+		$(abs_top_builddir)/hmmfs/hmmfs$(EXEEXT) \
+		$(abs_top_builddir)/tests/bench/fuse_min$(EXEEXT) \
+		$(abs_top_builddir)/tests/bench/bench$(EXEEXT) $(BENCH_FLAGS)

@@ -1,0 +1,68 @@
+# The test suite: Criterion programs that mount a real hmmfs, one per
+# concept, plus scripts that run fio and stress-ng against a live mount.
+# Criterion reports TAP; shell scripts use the plain exit-code driver.
+
+TEST_EXTENSIONS = .sh
+LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
+LOG_COMPILER = $(top_srcdir)/tests/criterion-tap
+SH_LOG_COMPILER = $(SHELL)
+AM_TESTS_ENVIRONMENT = \
+	HMMFS_BIN='$(abs_top_builddir)/hmmfs/hmmfs'; export HMMFS_BIN; \
+	HMMFS_SRCDIR='$(abs_top_srcdir)'; export HMMFS_SRCDIR; \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1; export ASAN_OPTIONS; \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; export UBSAN_OPTIONS;
+EXTRA_DIST += tests/criterion-tap
+
+if HAVE_CRITERION
+check_LTLIBRARIES = tests/libfixture.la
+tests_libfixture_la_SOURCES = tests/mount.c tests/mount.h
+tests_libfixture_la_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) \
+	-DHMMFS_BIN='"$(abs_top_builddir)/hmmfs/hmmfs"'
+
+CRITERION_TESTS = \
+	tests/test_dir \
+	tests/test_attr \
+	tests/test_xattr \
+	tests/test_file \
+	tests/test_mmap \
+	tests/test_capacity \
+	tests/test_concurrency \
+	tests/test_options
+check_PROGRAMS += $(CRITERION_TESTS)
+TESTS += $(CRITERION_TESTS)
+TESTS_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) -I$(top_srcdir)/tests
+TESTS_LDADD = tests/libfixture.la $(CRITERION_LIBS)
+
+tests_test_dir_SOURCES = tests/test_dir.c
+tests_test_dir_CFLAGS = $(TESTS_CFLAGS)
+tests_test_dir_LDADD = $(TESTS_LDADD)
+tests_test_attr_SOURCES = tests/test_attr.c
+tests_test_attr_CFLAGS = $(TESTS_CFLAGS)
+tests_test_attr_LDADD = $(TESTS_LDADD)
+tests_test_xattr_SOURCES = tests/test_xattr.c
+tests_test_xattr_CFLAGS = $(TESTS_CFLAGS)
+tests_test_xattr_LDADD = $(TESTS_LDADD)
+tests_test_file_SOURCES = tests/test_file.c
+tests_test_file_CFLAGS = $(TESTS_CFLAGS)
+tests_test_file_LDADD = $(TESTS_LDADD)
+tests_test_mmap_SOURCES = tests/test_mmap.c
+tests_test_mmap_CFLAGS = $(TESTS_CFLAGS)
+tests_test_mmap_LDADD = $(TESTS_LDADD)
+tests_test_capacity_SOURCES = tests/test_capacity.c
+tests_test_capacity_CFLAGS = $(TESTS_CFLAGS)
+tests_test_capacity_LDADD = $(TESTS_LDADD)
+tests_test_concurrency_SOURCES = tests/test_concurrency.c
+tests_test_concurrency_CFLAGS = $(TESTS_CFLAGS)
+tests_test_concurrency_LDADD = $(TESTS_LDADD)
+tests_test_options_SOURCES = tests/test_options.c
+tests_test_options_CFLAGS = $(TESTS_CFLAGS)
+tests_test_options_LDADD = $(TESTS_LDADD)
+else
+check-local: no-criterion
+no-criterion:
+	@echo "make check needs Criterion (libcriterion-dev); re-run configure after installing it" >&2
+	@exit 1
+endif
+
+dist_check_SCRIPTS += tests/fio.sh tests/stress-ng.sh
+TESTS += tests/fio.sh tests/stress-ng.sh

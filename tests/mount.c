@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/* Mount fixtures for the Criterion tests: a real hmmfs through /dev/fuse. */
+#include "config.h"
+#include "mount.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+struct hmmfs_test_mount mnt;
+
+const char *hmmfs_test_binary(void)
+{
+	const char *bin = getenv("HMMFS_BIN");
+	return bin && *bin ? bin : HMMFS_BIN;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static int is_mounted(const char *dir)
+{
+	struct stat a, b;
+	char parent[128];
+
+	snprintf(parent, sizeof(parent), "%s/..", dir);
+	if (stat(dir, &a) < 0 || stat(parent, &b) < 0)
+		return 0;
+	return a.st_dev != b.st_dev;
+}
+
+int hmmfs_test_mount(struct hmmfs_test_mount *m, const char *opts)
+{
+	char optbuf[1024];
+	pid_t pid;
+
+	strcpy(m->dir, "/tmp/hmmfs-test.XXXXXX");
+	if (!mkdtemp(m->dir)) {
+		perror("mkdtemp");
+		return -1;
+	}
+	snprintf(optbuf, sizeof(optbuf), "allow_other%s%s", opts && *opts ? "," : "",
+		 opts ? opts : "");
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		rmdir(m->dir);
+		return -1;
+	}
+	if (pid == 0) {
+		/* If the test process dies, take the daemon (and so the mount) with it. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		execl(hmmfs_test_binary(), "hmmfs", "-f", "-o", optbuf, m->dir, (char *)NULL);
+		perror("exec hmmfs");
+		_exit(127);
+	}
+	m->pid = pid;
+	for (int i = 0; i < 1000; i++) {
+		int status;
+
+		if (is_mounted(m->dir))
+			return 0;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			fprintf(stderr, "hmmfs exited before mounting (status %d)\n", status);
+			m->pid = 0;
+			rmdir(m->dir);
+			return -1;
+		}
+		sleep_ms(10);
+	}
+	fprintf(stderr, "hmmfs did not mount %s within 10 s\n", m->dir);
+	hmmfs_test_umount(m);
+	return -1;
+}
+
+static int run_fusermount(const char *dir)
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+		if (fd >= 0)
+			dup2(fd, STDERR_FILENO);
+		execlp("fusermount3", "fusermount3", "-u", dir, (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int hmmfs_test_umount(struct hmmfs_test_mount *m)
+{
+	int status = 0, result = -1;
+
+	if (m->pid <= 0)
+		return -1;
+	run_fusermount(m->dir);
+	/* 30 s: a large file's pages are freed at unmount, slowly under ASan. */
+	for (int i = 0; i < 3000; i++) {
+		if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
+			result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+			break;
+		}
+		if (i % 100 == 99)
+			run_fusermount(m->dir); /* busy at first (a child still had a file open) */
+		sleep_ms(10);
+	}
+	if (result < 0) {
+		fprintf(stderr, "hmmfs on %s did not exit; killing it\n", m->dir);
+		kill(m->pid, SIGKILL);
+		waitpid(m->pid, &status, 0);
+		umount2(m->dir, MNT_DETACH);
+	}
+	m->pid = 0;
+	rmdir(m->dir);
+	return result;
+}
+
+void mnt_setup_opts(const char *opts)
+{
+	if (hmmfs_test_mount(&mnt, opts) < 0)
+		cr_assert_fail("could not mount hmmfs (options: %s)", opts ? opts : "none");
+}
+
+void mnt_setup(void)
+{
+	mnt_setup_opts(NULL);
+}
+
+void mnt_teardown(void)
+{
+	int status = hmmfs_test_umount(&mnt);
+	cr_expect_eq(status, 0, "hmmfs exited with status %d at unmount", status);
+}
+
+const char *mp(const char *rel)
+{
+	static __thread char buf[4096 + 128];
+
+	snprintf(buf, sizeof(buf), "%s/%s", mnt.dir, rel);
+	return buf;
+}
+
+static unsigned char pattern_byte(unsigned long long off, unsigned seed)
+{
+	unsigned long long x = (off >> 3) * 0x9E3779B97F4A7C15ULL + seed * 0xD1B54A32D192ED03ULL;
+	x ^= x >> 29;
+	return (unsigned char)((x >> ((off & 7) * 8)) ^ (off & 0xff) ^ 0x5a);
+}
+
+void pattern_fill(unsigned char *buf, size_t len, unsigned long long off, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = pattern_byte(off + i, seed);
+}
+
+long long pattern_check(const unsigned char *buf, size_t len, unsigned long long off,
+			unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] != pattern_byte(off + i, seed))
+			return (long long)i;
+	return -1;
+}
