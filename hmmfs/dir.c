@@ -177,6 +177,17 @@ static void nlink_add(struct hmmfs_inode *inode, int64_t delta)
 	pthread_mutex_unlock(&hmmfs.ref_lock);
 }
 
+/*
+ * Reply with an entry; if the reply cannot be delivered (the request was
+ * interrupted) the kernel never learns of the inode, so undo the lookup
+ * that hmmfs_entry_fill() counted.
+ */
+static void reply_entry(fuse_req_t req, const struct fuse_entry_param *e)
+{
+	if (fuse_reply_entry(req, e) != 0 && e->ino)
+		hmmfs_inode_unref(hmmfs_inode_get(e->ino), 1, 0, 0);
+}
+
 void hmmfs_ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct hmmfs_inode *dir = hmmfs_inode_get(parent);
@@ -196,7 +207,7 @@ void hmmfs_ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!strcmp(name, ".") || !strcmp(name, "..")) {
 		hmmfs_entry_fill(name[1] ? dir->dir.parent : dir, &e);
 		pthread_rwlock_unlock(&hmmfs.ns_lock);
-		fuse_reply_entry(req, &e);
+		reply_entry(req, &e);
 		return;
 	}
 	d = dir_find(&dir->dir, name);
@@ -210,7 +221,7 @@ void hmmfs_ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	hmmfs_entry_fill(d->inode, &e);
 	pthread_rwlock_unlock(&hmmfs.ns_lock);
-	fuse_reply_entry(req, &e);
+	reply_entry(req, &e);
 }
 
 /*
@@ -302,7 +313,7 @@ static void reply_made(fuse_req_t req, int err, struct fuse_entry_param *e)
 	if (err)
 		fuse_reply_err(req, -err);
 	else
-		fuse_reply_entry(req, e);
+		reply_entry(req, e);
 }
 
 void hmmfs_ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -360,8 +371,8 @@ void hmmfs_ll_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	pthread_mutex_unlock(&hmmfs.ref_lock);
 	fi->keep_cache = 1;
 	if (fuse_reply_create(req, &e, fi) != 0) {
-		/* The opener is gone: undo the open; the kernel forgets the lookup. */
-		hmmfs_inode_unref(inode, 0, 1, 0);
+		/* The opener is gone: undo the open and the lookup. */
+		hmmfs_inode_unref(inode, 1, 1, 0);
 	}
 }
 

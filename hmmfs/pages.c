@@ -40,17 +40,22 @@ uint64_t hmmfs_pages_count(struct hmmfs_inode *f)
 	return f->file.pages.count;
 }
 
-/* The page at index, allocated (zeroed) if it is a hole. */
-static int page_get(struct hmmfs_inode *f, uint64_t index, char **out)
+/*
+ * The page at index, allocated if it is a hole.  A new page is zeroed unless
+ * the caller is about to overwrite all of it (whole == true).
+ */
+static int page_get(struct hmmfs_inode *f, uint64_t index, bool whole, char **out)
 {
 	char *page = hmm__radix_lookup(&f->file.pages, index);
+	bool zeroed;
 	int err;
 
 	if (!page) {
-		err = hmm__pool_alloc(&hmmfs.host, (void **)&page);
+		err = hmm__pool_alloc(&hmmfs.host, (void **)&page, &zeroed);
 		if (err)
 			return err;
-		memset(page, 0, hmmfs.page_size);
+		if (!zeroed && !whole)
+			memset(page, 0, hmmfs.page_size);
 		err = hmm__radix_insert(&f->file.pages, index, page);
 		if (err) {
 			hmm__pool_free(&hmmfs.host, page);
@@ -80,7 +85,7 @@ int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
 
 		if (chunk > size - done)
 			chunk = size - done;
-		err = page_get(f, page_of(pos), &page);
+		err = page_get(f, page_of(pos), chunk == hmmfs.page_size, &page);
 		if (err)
 			break;
 		memcpy(page + in_page(pos), buf + done, chunk);
@@ -228,7 +233,7 @@ int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 			}
 			added = a;
 		}
-		err = page_get(f, i, &page);
+		err = page_get(f, i, false, &page);
 		if (err)
 			break;
 		added[nadded++] = i;

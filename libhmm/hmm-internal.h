@@ -90,11 +90,12 @@ int hmm__pool_init(struct hmm__pool *p, size_t page_size, uint64_t capacity,
 /* Free every chunk.  All pages must have been freed first. */
 void hmm__pool_destroy(struct hmm__pool *p);
 /*
- * hmm__pool_alloc() - take one page; its contents are undefined.
+ * hmm__pool_alloc() - take one page.  *zeroed tells whether it is known to
+ * hold zeros (fresh from the system); otherwise its contents are undefined.
  * Context: takes p->lock.
  * Return: 0 with *page set, -ENOSPC at capacity, -ENOMEM if the system has no memory.
  */
-int hmm__pool_alloc(struct hmm__pool *p, void **page);
+int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed);
 /* Context: takes p->lock. */
 void hmm__pool_free(struct hmm__pool *p, void *page);
 /* Pages in use now. Context: takes p->lock. */
