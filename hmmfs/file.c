@@ -80,7 +80,12 @@ void hmmfs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			return;
 		}
 	}
-	/* The reply points into the pages: hold them until it is sent. */
+	/*
+	 * The reply points into the pages: hold them until it is sent, and pin
+	 * the inode, which the kernel may forget as soon as it has the data.
+	 */
+	hmmfs_accessed(inode);
+	hmmfs_inode_pin(inode);
 	pthread_rwlock_rdlock(&inode->data_lock);
 	n = hmmfs_pages_iov(inode, (uint64_t)off, size, iov, max_iov);
 	if (n)
@@ -88,9 +93,9 @@ void hmmfs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	else
 		fuse_reply_buf(req, NULL, 0);
 	pthread_rwlock_unlock(&inode->data_lock);
+	hmmfs_inode_unpin(inode);
 	if (iov != stack_iov)
 		free(iov);
-	hmmfs_accessed(inode);
 }
 
 void hmmfs_ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,

@@ -21,8 +21,14 @@
  *   5. pool locks        (libhmm) leaf locks.
  *
  * Lifetime: an inode is freed when nothing can reach it any more, that is
- * when nlink == 0 (no name), nlookup == 0 (the kernel forgot it) and
- * nopen == 0 (no open file handle), all read under fs->ref_lock.
+ * when nlink == 0 (no name), nlookup == 0 (the kernel forgot it), nopen == 0
+ * (no open file handle) and npin == 0 (no handler still using it), all read
+ * under fs->ref_lock.
+ *
+ * The kernel keeps a node id valid while a request on it is pending, but no
+ * longer: once a handler has replied, another thread may serve the FORGET
+ * that frees the inode.  So a handler never touches an inode after its reply
+ * unless it pinned the inode first (hmmfs_inode_pin).
  */
 #ifndef HMMFS_H
 #define HMMFS_H
@@ -109,6 +115,7 @@ struct hmmfs_inode {
 	uint64_t nlink;
 	uint64_t nlookup;
 	uint64_t nopen;
+	uint64_t npin;
 	struct hmmfs_inode *all_next, **all_pprev;
 
 	union {
@@ -149,6 +156,8 @@ void hmmfs_inode_free(struct hmmfs_inode *inode);
 struct hmmfs_inode *hmmfs_inode_get(fuse_ino_t ino);
 void hmmfs_inode_unref(struct hmmfs_inode *inode, uint64_t nlookup,
 		       uint64_t nopen, uint64_t nlink);
+void hmmfs_inode_pin(struct hmmfs_inode *inode);
+void hmmfs_inode_unpin(struct hmmfs_inode *inode);
 void hmmfs_inode_stat(struct hmmfs_inode *inode, struct stat *st);
 void hmmfs_entry_fill(struct hmmfs_inode *inode, struct fuse_entry_param *e);
 void hmmfs_now(struct timespec *ts);

@@ -132,6 +132,13 @@ void hmmfs_inode_free(struct hmmfs_inode *inode)
 	free(inode);
 }
 
+/* Context: fs->ref_lock held. */
+static bool is_dead(const struct hmmfs_inode *inode)
+{
+	return inode != hmmfs.root && !inode->nlookup && !inode->nopen &&
+	       !inode->nlink && !inode->npin;
+}
+
 /*
  * hmmfs_inode_unref() - drop kernel lookups, open handles and/or links, and
  * free the inode if nothing can reach it any more.
@@ -148,7 +155,33 @@ void hmmfs_inode_unref(struct hmmfs_inode *inode, uint64_t nlookup,
 	inode->nlookup -= nlookup;
 	inode->nopen -= nopen;
 	inode->nlink -= nlink;
-	dead = inode != hmmfs.root && !inode->nlookup && !inode->nopen && !inode->nlink;
+	dead = is_dead(inode);
+	pthread_mutex_unlock(&hmmfs.ref_lock);
+	if (dead)
+		hmmfs_inode_free(inode);
+}
+
+/*
+ * hmmfs_inode_pin() - keep the inode alive past the reply of the request
+ * that names it, until hmmfs_inode_unpin().
+ * Context: takes fs->ref_lock; called before the reply.
+ */
+void hmmfs_inode_pin(struct hmmfs_inode *inode)
+{
+	pthread_mutex_lock(&hmmfs.ref_lock);
+	inode->npin++;
+	pthread_mutex_unlock(&hmmfs.ref_lock);
+}
+
+/* Context: takes fs->ref_lock; may free the inode. */
+void hmmfs_inode_unpin(struct hmmfs_inode *inode)
+{
+	bool dead;
+
+	pthread_mutex_lock(&hmmfs.ref_lock);
+	HMM_ASSERT(inode->npin > 0);
+	inode->npin--;
+	dead = is_dead(inode);
 	pthread_mutex_unlock(&hmmfs.ref_lock);
 	if (dead)
 		hmmfs_inode_free(inode);

@@ -114,22 +114,39 @@ void hmmfs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t 
 {
 	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
 	struct hmmfs_xattr **pp;
+	char *value = NULL;
+	size_t vsize = 0;
+	int err = 0;
 
 	if (!namespace_ok(name)) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
+	/* Copy out under the lock: after the reply the inode may be gone. */
 	pthread_mutex_lock(&inode->attr_lock);
 	pp = xattr_find(inode, name);
+	if (pp) {
+		vsize = (*pp)->size;
+		if (size >= vsize && vsize) {
+			value = malloc(vsize);
+			if (value)
+				memcpy(value, (*pp)->value, vsize);
+			else
+				err = ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&inode->attr_lock);
 	if (!pp)
 		fuse_reply_err(req, ENODATA);
+	else if (err)
+		fuse_reply_err(req, err);
 	else if (size == 0)
-		fuse_reply_xattr(req, (*pp)->size);
-	else if (size < (*pp)->size)
+		fuse_reply_xattr(req, vsize);
+	else if (size < vsize)
 		fuse_reply_err(req, ERANGE);
 	else
-		fuse_reply_buf(req, (*pp)->value, (*pp)->size);
-	pthread_mutex_unlock(&inode->attr_lock);
+		fuse_reply_buf(req, value, vsize);
+	free(value);
 }
 
 void hmmfs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
