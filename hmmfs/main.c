@@ -224,6 +224,10 @@ static void hmmfs_init(void *userdata, struct fuse_conn_info *conn)
 	/* Size or mtime changes must not flush the page cache: other processes
 	 * may have the pages mapped.  hmmfs invalidates explicitly. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	/* libfuse asks for O_TRUNC inside OPEN by default; without it the
+	 * kernel truncates through SETATTR, the one path that does it (and
+	 * updates mtime and ctime) for every caller. */
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->time_gran = 1;
 }
 

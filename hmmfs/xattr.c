@@ -16,16 +16,27 @@
 #include <linux/limits.h>
 #include <sys/xattr.h>
 
-static bool namespace_ok(const char *name)
-{
-	static const char *const prefixes[] = { "user.", "trusted.", "security." };
+static const char *const namespaces[] = { "user.", "trusted.", "security." };
 
-	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
-		size_t n = strlen(prefixes[i]);
-		if (!strncmp(name, prefixes[i], n) && name[n])
-			return true;
+/* Return: 0, -EINVAL for a namespace with no name, -EOPNOTSUPP for another namespace. */
+static int check_namespace(const char *name)
+{
+	for (size_t i = 0; i < sizeof(namespaces) / sizeof(namespaces[0]); i++) {
+		size_t n = strlen(namespaces[i]);
+		if (!strncmp(name, namespaces[i], n))
+			return name[n] ? 0 : -EINVAL;
 	}
-	return false;
+	return -EOPNOTSUPP;
+}
+
+/*
+ * trusted.* is for CAP_SYS_ADMIN only.  The kernel checks get and set, but
+ * passes the daemon's list unfiltered, so listxattr hides the names from
+ * everyone but root, as the kernel does for local filesystems.
+ */
+static bool listed_for(const struct hmmfs_xattr *x, const struct fuse_ctx *ctx)
+{
+	return ctx->uid == 0 || strncmp(x->name, "trusted.", 8) != 0;
 }
 
 static struct hmmfs_xattr **xattr_find(struct hmmfs_inode *inode, const char *name)
@@ -52,8 +63,9 @@ void hmmfs_ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	size_t budget_after;
 	int err = 0;
 
-	if (!namespace_ok(name)) {
-		fuse_reply_err(req, EOPNOTSUPP);
+	err = check_namespace(name);
+	if (err) {
+		fuse_reply_err(req, -err);
 		return;
 	}
 	if (namelen > XATTR_NAME_MAX) {
@@ -118,8 +130,9 @@ void hmmfs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t 
 	size_t vsize = 0;
 	int err = 0;
 
-	if (!namespace_ok(name)) {
-		fuse_reply_err(req, EOPNOTSUPP);
+	err = check_namespace(name);
+	if (err) {
+		fuse_reply_err(req, -err);
 		return;
 	}
 	/* Copy out under the lock: after the reply the inode may be gone. */
@@ -151,13 +164,15 @@ void hmmfs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t 
 
 void hmmfs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
 	size_t total = 0;
 	char *buf, *p;
 
 	pthread_mutex_lock(&inode->attr_lock);
 	for (struct hmmfs_xattr *x = inode->xattrs; x; x = x->next)
-		total += strlen(x->name) + 1;
+		if (listed_for(x, ctx))
+			total += strlen(x->name) + 1;
 	if (size == 0) {
 		pthread_mutex_unlock(&inode->attr_lock);
 		fuse_reply_xattr(req, total);
@@ -177,6 +192,8 @@ void hmmfs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	p = buf;
 	for (struct hmmfs_xattr *x = inode->xattrs; x; x = x->next) {
 		size_t n = strlen(x->name) + 1;
+		if (!listed_for(x, ctx))
+			continue;
 		memcpy(p, x->name, n);
 		p += n;
 	}
@@ -189,9 +206,11 @@ void hmmfs_ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
 	struct hmmfs_xattr **pp, *x = NULL;
+	int err;
 
-	if (!namespace_ok(name)) {
-		fuse_reply_err(req, EOPNOTSUPP);
+	err = check_namespace(name);
+	if (err) {
+		fuse_reply_err(req, -err);
 		return;
 	}
 	pthread_mutex_lock(&inode->attr_lock);
