@@ -262,6 +262,8 @@ int main(int argc, char *argv[])
 	}
 	if (cmd.show_version) {
 		printf("hmmfs %s\n", PACKAGE_VERSION);
+		/* libfuse runs fusermount3, which writes to the same stdout. */
+		fflush(stdout);
 		fuse_lowlevel_version();
 		ret = 0;
 		goto out;

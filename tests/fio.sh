@@ -13,12 +13,12 @@
 # Run by `make check` with automake's plain driver: exit 0 pass, 77 skip,
 # 99 hard error (the test could not run), anything else a failure.
 # Environment: HMMFS_BIN (the daemon), HMMFS_FIO_SIZE (file size per job,
-# default 16m; 6 phases of 4 jobs, so the default writes 384 MiB).
+# default 32m; 6 phases of 4 jobs, so the default writes 768 MiB).
 
 set -u
 
 me=fio.sh
-size=${HMMFS_FIO_SIZE:-16m}
+size=${HMMFS_FIO_SIZE:-32m}
 
 skip() { echo "$me: SKIP: $*"; exit 77; }
 hard() { echo "$me: ERROR: $*" >&2; exit 99; }
