@@ -20,10 +20,12 @@
  *                        the list of all inodes.
  *   5. pool locks        (libhmm) leaf locks.
  *
- * Lifetime: an inode is freed when nothing can reach it any more, that is
- * when nlink == 0 (no name), nlookup == 0 (the kernel forgot it), nopen == 0
- * (no open file handle) and npin == 0 (no handler still using it), all read
- * under fs->ref_lock.
+ * Lifetime, all counts read under fs->ref_lock:
+ *  - An inode's data is released (its pages go back to the pool and it stops
+ *    counting against nr_inodes) as soon as nlink == 0 (no name) and
+ *    nopen == 0 (no open file handle, and so no mapping), as on tmpfs.
+ *  - The struct itself is freed when, in addition, nlookup == 0 (the kernel
+ *    forgot it, which it does lazily) and npin == 0 (no handler still uses it).
  *
  * The kernel keeps a node id valid while a request on it is pending, but no
  * longer: once a handler has replied, another thread may serve the FORGET
@@ -116,6 +118,7 @@ struct hmmfs_inode {
 	uint64_t nlookup;
 	uint64_t nopen;
 	uint64_t npin;
+	bool released;       /* data released; no longer counted in ninodes */
 	struct hmmfs_inode *all_next, **all_pprev;
 
 	union {

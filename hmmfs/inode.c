@@ -117,7 +117,8 @@ void hmmfs_inode_free(struct hmmfs_inode *inode)
 	*inode->all_pprev = inode->all_next;
 	if (inode->all_next)
 		inode->all_next->all_pprev = inode->all_pprev;
-	hmmfs.ninodes--;
+	if (!inode->released)
+		hmmfs.ninodes--;
 	pthread_mutex_unlock(&hmmfs.ref_lock);
 
 	if (S_ISREG(inode->type))
@@ -132,6 +133,8 @@ void hmmfs_inode_free(struct hmmfs_inode *inode)
 	free(inode);
 }
 
+static void settle_unlock(struct hmmfs_inode *inode);
+
 /* Context: fs->ref_lock held. */
 static bool is_dead(const struct hmmfs_inode *inode)
 {
@@ -139,26 +142,57 @@ static bool is_dead(const struct hmmfs_inode *inode)
 	       !inode->nlink && !inode->npin;
 }
 
+/* A file nobody can name or open any more gives its pages back now. */
+static void release_data(struct hmmfs_inode *inode)
+{
+	if (!S_ISREG(inode->type))
+		return;
+	pthread_rwlock_wrlock(&inode->data_lock);
+	hmmfs_pages_free_all(inode);
+	pthread_rwlock_unlock(&inode->data_lock);
+}
+
 /*
- * hmmfs_inode_unref() - drop kernel lookups, open handles and/or links, and
- * free the inode if nothing can reach it any more.
+ * Act on counts that just went down: release the data of an inode that lost
+ * its last name and handle, free one that nothing refers to at all.
+ * Context: called with fs->ref_lock held, which it drops; the caller holds
+ * no lock of this inode (fs->ns_lock may be held).
+ */
+static void settle_unlock(struct hmmfs_inode *inode)
+{
+	bool release = false, dead;
+
+	if (inode != hmmfs.root && !inode->released && !inode->nlink && !inode->nopen) {
+		inode->released = true;
+		hmmfs.ninodes--;
+		inode->npin++; /* a FORGET must not free it while its pages go */
+		release = true;
+	}
+	dead = is_dead(inode);
+	pthread_mutex_unlock(&hmmfs.ref_lock);
+	if (release) {
+		release_data(inode);
+		hmmfs_inode_unpin(inode);
+	} else if (dead) {
+		hmmfs_inode_free(inode);
+	}
+}
+
+/*
+ * hmmfs_inode_unref() - drop kernel lookups, open handles and/or links;
+ * release the data or free the inode when that was the last reference.
  * Context: takes fs->ref_lock; the caller may hold fs->ns_lock.
  */
 void hmmfs_inode_unref(struct hmmfs_inode *inode, uint64_t nlookup,
 		       uint64_t nopen, uint64_t nlink)
 {
-	bool dead;
-
 	pthread_mutex_lock(&hmmfs.ref_lock);
 	HMM_ASSERT(inode->nlookup >= nlookup && inode->nopen >= nopen &&
 		   inode->nlink >= nlink);
 	inode->nlookup -= nlookup;
 	inode->nopen -= nopen;
 	inode->nlink -= nlink;
-	dead = is_dead(inode);
-	pthread_mutex_unlock(&hmmfs.ref_lock);
-	if (dead)
-		hmmfs_inode_free(inode);
+	settle_unlock(inode);
 }
 
 /*
@@ -176,15 +210,10 @@ void hmmfs_inode_pin(struct hmmfs_inode *inode)
 /* Context: takes fs->ref_lock; may free the inode. */
 void hmmfs_inode_unpin(struct hmmfs_inode *inode)
 {
-	bool dead;
-
 	pthread_mutex_lock(&hmmfs.ref_lock);
 	HMM_ASSERT(inode->npin > 0);
 	inode->npin--;
-	dead = is_dead(inode);
-	pthread_mutex_unlock(&hmmfs.ref_lock);
-	if (dead)
-		hmmfs_inode_free(inode);
+	settle_unlock(inode);
 }
 
 /* Context: takes inode->attr_lock and data_lock (read) for regular files;
