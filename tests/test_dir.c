@@ -154,7 +154,8 @@ static struct listing list_dir(const char *path)
 	}
 	cr_assert_eq(errno, 0, "readdir %s: %s", path, strerror(errno));
 	closedir(d);
-	qsort(l.names, l.n, sizeof(*l.names), cmp_str);
+	if (l.n)
+		qsort(l.names, l.n, sizeof(*l.names), cmp_str);
 	return l;
 }
 
