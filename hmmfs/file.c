@@ -58,19 +58,25 @@ void hmmfs_ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, 0);
 }
 
+/* Return: 0, or the errno for READ or WRITE at off on this inode. */
+static int check_io(const struct hmmfs_inode *inode, off_t off)
+{
+	if (!S_ISREG(inode->type))
+		return S_ISDIR(inode->type) ? EISDIR : EINVAL;
+	return off < 0 ? EINVAL : 0;
+}
+
 void hmmfs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
 	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
 	struct iovec stack_iov[READ_IOV_STACK], *iov = stack_iov;
 	size_t max_iov = size / hmmfs.page_size + 2, n;
+	int err;
 
-	if (!S_ISREG(inode->type)) {
-		fuse_reply_err(req, S_ISDIR(inode->type) ? EISDIR : EINVAL);
-		return;
-	}
-	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+	err = check_io(inode, off);
+	if (err) {
+		fuse_reply_err(req, err);
 		return;
 	}
 	if (max_iov > READ_IOV_STACK) {
@@ -105,12 +111,9 @@ void hmmfs_ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	size_t written = 0;
 	int err;
 
-	if (!S_ISREG(inode->type)) {
-		fuse_reply_err(req, S_ISDIR(inode->type) ? EISDIR : EINVAL);
-		return;
-	}
-	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+	err = check_io(inode, off);
+	if (err) {
+		fuse_reply_err(req, err);
 		return;
 	}
 	if ((uint64_t)off >= HMMFS_MAX_FILESIZE && size) {
