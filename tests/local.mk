@@ -11,11 +11,11 @@ AM_TESTS_ENVIRONMENT = \
 	HMMFS_SRCDIR='$(abs_top_srcdir)'; export HMMFS_SRCDIR; \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1; export ASAN_OPTIONS; \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; export UBSAN_OPTIONS;
-EXTRA_DIST += tests/criterion-tap
+EXTRA_DIST += tests/criterion-tap tests/lib.sh
 
 if HAVE_CRITERION
 check_LTLIBRARIES = tests/libfixture.la
-tests_libfixture_la_SOURCES = tests/mount.c tests/mount.h
+tests_libfixture_la_SOURCES = tests/mount.c tests/mount.h tests/helpers.c tests/helpers.h
 tests_libfixture_la_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) \
 	-DHMMFS_BIN='"$(abs_top_builddir)/hmmfs/hmmfs"'
 

@@ -19,110 +19,13 @@ set -u
 me=stress-ng.sh
 timeout=${HMMFS_STRESS_TIMEOUT:-6}
 
-skip() { echo "$me: SKIP: $*"; exit 77; }
-hard() { echo "$me: ERROR: $*" >&2; exit 99; }
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-command -v stress-ng >/dev/null 2>&1 || skip "stress-ng is not installed"
-command -v fusermount3 >/dev/null 2>&1 || skip "fusermount3 is not installed"
-[ -c /dev/fuse ] || skip "/dev/fuse is missing"
+need_command stress-ng
+need_fuse
 
-bin=${HMMFS_BIN:-$(dirname "$0")/../hmmfs/hmmfs}
-[ -x "$bin" ] || hard "no hmmfs binary at $bin (set HMMFS_BIN)"
-
-# --- mount, and always unmount -------------------------------------------
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/hmmfs-stress-ng.XXXXXX") || hard "mktemp failed"
-mnt=$work/mnt
-mkdir "$mnt" || hard "mkdir $mnt failed"
-pid=
-
-is_mounted() {
-	# Read the mount table rather than stat the directory: a hung daemon
-	# would block stat forever.
-	awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
-}
-
-# The daemon is our child: once it has exited it stays a zombie until
-# `wait`, and kill -0 still succeeds on a zombie, so look at its state.
-daemon_running() {
-	[ -r "/proc/$pid/stat" ] || return 1
-	state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
-	[ -n "$state" ] && [ "$state" != Z ]
-}
-
-# After every file is gone, the mount must be empty and statfs must show
-# every page free again (FORGETs for unlinked inodes may trail a little).
-check_space_freed() {
-	left=$(ls -A "$mnt" | head -n 5 | tr '\n' ' ')
-	if [ -n "$left" ]; then
-		echo "$me: FAIL: entries left on the mount: $left" >&2
-		fail=1
-		return
-	fi
-	i=0
-	while :; do
-		# shellcheck disable=SC2046
-		set -- $(stat -f -c '%b %f %a' "$mnt")
-		[ "$1" = "$2" ] && [ "$1" = "$3" ] && return
-		i=$((i + 1))
-		if [ $i -ge 100 ]; then
-			echo "$me: FAIL: statfs: $(($1 - $2)) of $1 pages still in use" \
-				"(f_bfree $2, f_bavail $3) with the mount empty" >&2
-			fail=1
-			return
-		fi
-		sleep 0.1
-	done
-}
-
-# shellcheck disable=SC2317 # reached through the EXIT trap
-cleanup() {
-	rc=$?
-	trap - EXIT INT TERM HUP
-	if [ -n "$pid" ]; then
-		fusermount3 -u "$mnt" 2>/dev/null
-		# 30 s: freeing a large mount's pages is slow under ASan.
-		i=0
-		while daemon_running && [ $i -lt 300 ]; do
-			i=$((i + 1))
-			[ $((i % 50)) -eq 0 ] && fusermount3 -u "$mnt" 2>/dev/null
-			sleep 0.1
-		done
-		if daemon_running; then
-			echo "$me: FAIL: hmmfs did not exit after fusermount3 -u; killing it" >&2
-			kill -9 "$pid" 2>/dev/null
-			wait "$pid" 2>/dev/null
-			is_mounted "$mnt" && umount -l "$mnt"
-			[ "$rc" -eq 0 ] && rc=1
-		else
-			wait "$pid"
-			st=$?
-			if [ "$st" -ne 0 ]; then
-				echo "$me: FAIL: hmmfs exited with status $st (expected 0)" >&2
-				[ "$rc" -eq 0 ] && rc=1
-			fi
-		fi
-		if is_mounted "$mnt"; then
-			echo "$me: FAIL: $mnt still mounted after the daemon exited" >&2
-			umount -l "$mnt"
-			[ "$rc" -eq 0 ] && rc=1
-		fi
-	fi
-	rm -rf "$work"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
-
-"$bin" -f -o host_mem=1G "$mnt" &
-pid=$!
-i=0
-until is_mounted "$mnt"; do
-	daemon_running || { pid_done=$pid; pid=; wait "$pid_done"; hard "hmmfs exited before mounting (status $?)"; }
-	i=$((i + 1))
-	[ $i -le 100 ] || hard "hmmfs did not mount $mnt within 10 s"
-	sleep 0.1
-done
+hmmfs_mount host_mem=1G
 
 # --- the stressors --------------------------------------------------------
 

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include "config.h"
+#include "helpers.h"
 #include "mount.h"
 
 #include <criterion/criterion.h>
@@ -16,7 +17,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +25,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#define NOBODY 65534
 
 static void attr_setup(void)
 {
@@ -38,40 +36,11 @@ static void attr_setup(void)
 
 TestSuite(attr, .init = attr_setup, .fini = mnt_teardown);
 
-/* A path inside the mount, formatted; eight rotating buffers. */
-static const char *at(const char *fmt, ...)
-{
-	static __thread char bufs[8][PATH_MAX];
-	static __thread unsigned next;
-	char *buf = bufs[next++ % 8];
-	int n = snprintf(buf, sizeof(bufs[0]), "%s/", mnt.dir);
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(bufs[0]) - n, fmt, ap);
-	va_end(ap);
-	return buf;
-}
-
-#define assert_fails(expr, err)                                                          \
-	do {                                                                             \
-		errno = 0;                                                               \
-		long r_ = (long)(expr);                                                  \
-		int e_ = errno;                                                          \
-		cr_assert_eq(r_, -1, "%s succeeded (%ld), expected %s", #expr, r_,       \
-			     strerrorname_np(err));                                      \
-		cr_assert_eq(e_, (err), "%s: expected %s, got %s", #expr,                \
-			     strerrorname_np(err), strerrorname_np(e_));                 \
-	} while (0)
-
-#define assert_ok(expr)                                                                  \
-	do {                                                                             \
-		errno = 0;                                                               \
-		long r_ = (long)(expr);                                                  \
-		cr_assert_geq(r_, 0, "%s failed: %s", #expr, strerrorname_np(errno));    \
-	} while (0)
-
-static void make_file(const char *path, mode_t mode, const char *content)
+/*
+ * Like make_file, but the file ends with exactly mode, special bits included,
+ * even if it existed before (O_TRUNC keeps an existing file's mode).
+ */
+static void make_file_mode(const char *path, mode_t mode, const char *content)
 {
 	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
 
@@ -82,48 +51,7 @@ static void make_file(const char *path, mode_t mode, const char *content)
 	cr_assert_eq(chmod(path, mode), 0);
 }
 
-static struct stat stat_of(const char *path)
-{
-	struct stat st;
-
-	cr_assert_eq(lstat(path, &st), 0, "lstat %s: %s", path, strerror(errno));
-	return st;
-}
-
 /* ---- running as another user -------------------------------------------- */
-
-/*
- * Run fn(path) in a child that dropped to uid and gid 65534 with no
- * supplementary groups.  Return: 0 if fn succeeded, else the errno it left.
- */
-static int as_nobody(int (*fn)(const char *), const char *path)
-{
-	pid_t pid = fork();
-	int status;
-
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		if (setgroups(0, NULL) || setresgid(NOBODY, NOBODY, NOBODY) ||
-		    setresuid(NOBODY, NOBODY, NOBODY))
-			_exit(255);
-		errno = 0;
-		if (fn(path) < 0)
-			_exit(errno ? errno : 254);
-		_exit(0);
-	}
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_assert(WIFEXITED(status), "child died (status %#x)", status);
-	cr_assert_neq(WEXITSTATUS(status), 255, "child could not drop privileges");
-	return WEXITSTATUS(status);
-}
-
-#define assert_nobody_gets(fn, path, err)                                                \
-	do {                                                                             \
-		int e_ = as_nobody(fn, path);                                            \
-		cr_assert_eq(e_, (err), "uid %d %s(%s): expected %s, got %s", NOBODY,    \
-			     #fn, path, (err) ? strerrorname_np(err) : "success",        \
-			     e_ ? strerrorname_np(e_) : "success");                      \
-	} while (0)
 
 static int try_read(const char *p)
 {
@@ -247,7 +175,7 @@ Test(attr, chmod_sets_the_permission_bits_and_keeps_the_file_type)
 {
 	static const mode_t modes[] = { 0, 0640, 0777, 04755, 02710, 01644, 07777 };
 
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	cr_assert_eq(mkdir(at("d"), 0755), 0);
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
 		assert_ok(chmod(at("f"), modes[i]));
@@ -274,7 +202,7 @@ Test(attr, fchmod_through_an_open_fd_sets_the_mode)
 
 Test(attr, chmod_by_a_user_who_does_not_own_the_file_fails_with_eperm)
 {
-	make_file(at("f"), 0666, NULL);
+	make_file_mode(at("f"), 0666, NULL);
 	assert_nobody_gets(try_chmod, at("f"), EPERM);
 	cr_expect_eq(stat_of(at("f")).st_mode & 07777, 0666);
 }
@@ -283,7 +211,7 @@ Test(attr, chown_as_root_changes_owner_and_group)
 {
 	struct stat st;
 
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	assert_ok(chown(at("f"), 1000, 2000));
 	st = stat_of(at("f"));
 	cr_expect_eq(st.st_uid, 1000);
@@ -306,14 +234,14 @@ Test(attr, chown_as_root_changes_owner_and_group)
 
 Test(attr, chown_by_an_unprivileged_user_fails_with_eperm)
 {
-	make_file(at("root-file"), 0666, NULL);
+	make_file_mode(at("root-file"), 0666, NULL);
 	assert_nobody_gets(try_chown_to_self, at("root-file"), EPERM);
 	assert_nobody_gets(try_chgrp_to_own_group, at("root-file"), EPERM);
 	cr_expect_eq(stat_of(at("root-file")).st_uid, 0);
 	cr_expect_eq(stat_of(at("root-file")).st_gid, 0);
 
 	/* Owning the file is not enough to give it away or join a foreign group. */
-	make_file(at("own-file"), 0644, NULL);
+	make_file_mode(at("own-file"), 0644, NULL);
 	assert_ok(chown(at("own-file"), NOBODY, 0));
 	assert_nobody_gets(try_chown_to_root, at("own-file"), EPERM);
 	assert_nobody_gets(try_chgrp_to_root, at("own-file"), 0); /* unchanged gid: allowed */
@@ -326,13 +254,13 @@ Test(attr, chown_by_an_unprivileged_user_fails_with_eperm)
 
 Test(attr, chown_clears_the_setuid_and_group_executable_setgid_bits)
 {
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	assert_ok(chmod(at("f"), 06755));
 	assert_ok(chown(at("f"), 1000, 1000));
 	cr_expect_eq(stat_of(at("f")).st_mode & 07777, 0755, "mode %o after chown",
 		     stat_of(at("f")).st_mode & 07777);
 	/* Without group execute, setgid means mandatory locking and stays. */
-	make_file(at("g"), 0644, NULL);
+	make_file_mode(at("g"), 0644, NULL);
 	assert_ok(chmod(at("g"), 02644));
 	assert_ok(chown(at("g"), 1000, 1000));
 	cr_expect_eq(stat_of(at("g")).st_mode & 07777, 02644, "mode %o after chown",
@@ -341,7 +269,7 @@ Test(attr, chown_clears_the_setuid_and_group_executable_setgid_bits)
 
 Test(attr, chmod_of_setgid_by_an_owner_outside_the_group_drops_the_bit)
 {
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	assert_ok(chown(at("f"), NOBODY, 0));
 	assert_nobody_gets(try_chmod_setgid, at("f"), 0);
 	cr_expect_eq(stat_of(at("f")).st_mode & 07777, 0755, "mode %o",
@@ -350,7 +278,7 @@ Test(attr, chmod_of_setgid_by_an_owner_outside_the_group_drops_the_bit)
 
 Test(attr, write_by_another_user_clears_the_setuid_bit)
 {
-	make_file(at("f"), 0666, "data");
+	make_file_mode(at("f"), 0666, "data");
 	assert_ok(chmod(at("f"), 04766));
 	assert_nobody_gets(try_append, at("f"), 0);
 	cr_expect_eq(stat_of(at("f")).st_size, 5);
@@ -359,15 +287,6 @@ Test(attr, write_by_another_user_clears_the_setuid_bit)
 }
 
 /* ---- times -------------------------------------------------------------- */
-
-static int ts_cmp(struct timespec a, struct timespec b)
-{
-	if (a.tv_sec != b.tv_sec)
-		return a.tv_sec < b.tv_sec ? -1 : 1;
-	if (a.tv_nsec != b.tv_nsec)
-		return a.tv_nsec < b.tv_nsec ? -1 : 1;
-	return 0;
-}
 
 /* A lower bound for any timestamp set from now on, by a kernel clock or ours. */
 static struct timespec now_floor(void)
@@ -385,17 +304,6 @@ static struct timespec now_ceil(void)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += 1; /* a daemon clock may be a little ahead of ours */
 	return ts;
-}
-
-/*
- * Let the clocks move past every timestamp set so far: ctime cannot be set
- * back, so "ctime changed" can only be seen by time passing.
- */
-static void let_time_pass(void)
-{
-	struct timespec ts = { 0, 15 * 1000 * 1000 };
-
-	nanosleep(&ts, NULL);
 }
 
 #define OLD_A ((struct timespec){ 1000000000, 111111111 })
@@ -425,7 +333,7 @@ Test(attr, utimensat_sets_explicit_times_with_nanoseconds)
 	struct timespec t0;
 	struct stat st;
 
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	t0 = now_floor();
 	assert_ok(utimensat(AT_FDCWD, at("f"), ts, 0));
 	st = stat_of(at("f"));
@@ -448,7 +356,7 @@ Test(attr, utimensat_with_utime_now_sets_the_current_time)
 	struct timespec t0;
 	struct stat st;
 
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	set_old_times(at("f"));
 	t0 = now_floor();
 	assert_ok(utimensat(AT_FDCWD, at("f"), now, 0));
@@ -475,7 +383,7 @@ Test(attr, utimensat_with_utime_omit_leaves_that_time_alone)
 	struct timespec t0;
 	struct stat st;
 
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	set_old_times(at("f"));
 	assert_ok(utimensat(AT_FDCWD, at("f"), a_only, 0));
 	st = stat_of(at("f"));
@@ -499,7 +407,7 @@ Test(attr, utimensat_with_both_times_omitted_changes_nothing)
 	struct timespec omit[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
 	struct stat before, after;
 
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	set_old_times(at("f"));
 	before = stat_of(at("f"));
 	let_time_pass();
@@ -516,7 +424,7 @@ Test(attr, utimensat_advances_ctime)
 	struct stat before, after;
 	struct timespec t0;
 
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	before = stat_of(at("f"));
 	let_time_pass();
 	t0 = now_floor();
@@ -533,7 +441,7 @@ Test(attr, futimens_and_nofollow_utimensat_set_times_of_the_object_itself)
 	struct stat st;
 	int fd;
 
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	fd = open(at("f"), O_RDONLY);
 	cr_assert_geq(fd, 0);
 	assert_ok(futimens(fd, ts));
@@ -552,8 +460,8 @@ Test(attr, futimens_and_nofollow_utimensat_set_times_of_the_object_itself)
 
 Test(attr, utimensat_by_a_non_owner_needs_ownership_or_write_access)
 {
-	make_file(at("ro"), 0644, NULL);
-	make_file(at("rw"), 0666, NULL);
+	make_file_mode(at("ro"), 0644, NULL);
+	make_file_mode(at("rw"), 0666, NULL);
 	/* Explicit times: only the owner. */
 	assert_nobody_gets(try_utimens_explicit, at("rw"), EPERM);
 	assert_nobody_gets(try_utimens_explicit, at("ro"), EPERM);
@@ -587,8 +495,8 @@ static void ts_tree(void)
 	cr_assert_eq(mkdir(at("dir"), 0755), 0);
 	cr_assert_eq(mkdir(at("dir/sub"), 0755), 0);
 	cr_assert_eq(mkdir(at("other"), 0755), 0);
-	make_file(at("dir/f"), 0644, "0123456789");
-	make_file(at("dir/g"), 0644, "g");
+	make_file_mode(at("dir/f"), 0644, "0123456789");
+	make_file_mode(at("dir/g"), 0644, "g");
 	cr_assert_eq(link(at("dir/g"), at("other/g-link")), 0);
 	cr_assert_eq(symlink("f", at("dir/lnk")), 0);
 }
@@ -792,7 +700,7 @@ Test(attr, new_file_times_equal_and_lie_between_before_and_after)
 	struct stat st;
 
 	t0 = now_floor();
-	make_file(at("f"), 0644, NULL);
+	make_file_mode(at("f"), 0644, NULL);
 	t1 = now_ceil();
 	st = stat_of(at("f"));
 	expect_ts_geq(st.st_mtim, t0, "mtime");
@@ -805,13 +713,13 @@ Test(attr, new_file_times_equal_and_lie_between_before_and_after)
 
 Test(attr, other_user_cannot_open_a_0600_root_file)
 {
-	make_file(at("secret"), 0600, "s");
+	make_file_mode(at("secret"), 0600, "s");
 	assert_nobody_gets(try_read, at("secret"), EACCES);
 	assert_nobody_gets(try_write, at("secret"), EACCES);
-	make_file(at("public"), 0644, "p");
+	make_file_mode(at("public"), 0644, "p");
 	assert_nobody_gets(try_read, at("public"), 0);
 	assert_nobody_gets(try_write, at("public"), EACCES);
-	make_file(at("open"), 0666, "o");
+	make_file_mode(at("open"), 0666, "o");
 	assert_nobody_gets(try_write, at("open"), 0);
 	assert_nobody_gets(try_append, at("open"), 0);
 	cr_expect_eq(stat_of(at("open")).st_size, 2);
@@ -819,7 +727,7 @@ Test(attr, other_user_cannot_open_a_0600_root_file)
 
 Test(attr, owner_bits_apply_to_the_owner_even_when_others_may_more)
 {
-	make_file(at("f"), 0647, "f");
+	make_file_mode(at("f"), 0647, "f");
 	assert_ok(chown(at("f"), NOBODY, NOBODY));
 	/* Owner class r-- only: the owner may not write, though "other" may. */
 	assert_ok(chmod(at("f"), 0407));
@@ -854,7 +762,7 @@ Test(attr, other_user_cannot_create_in_a_0755_root_directory)
 Test(attr, other_user_cannot_unlink_or_rename_in_a_0755_root_directory)
 {
 	assert_ok(mkdir(at("d"), 0755));
-	make_file(at("d/f"), 0666, NULL);
+	make_file_mode(at("d/f"), 0666, NULL);
 	assert_nobody_gets(try_unlink, at("d/f"), EACCES);
 	assert_nobody_gets(try_rename_away, at("d/f"), EACCES);
 	cr_expect(S_ISREG(stat_of(at("d/f")).st_mode));
@@ -863,7 +771,7 @@ Test(attr, other_user_cannot_unlink_or_rename_in_a_0755_root_directory)
 Test(attr, other_user_cannot_search_a_0700_directory)
 {
 	assert_ok(mkdir(at("private"), 0700));
-	make_file(at("private/f"), 0644, "f");
+	make_file_mode(at("private/f"), 0644, "f");
 	assert_nobody_gets(try_stat, at("private/f"), EACCES);
 	assert_nobody_gets(try_read, at("private/f"), EACCES);
 	assert_nobody_gets(try_opendir, at("private"), EACCES);
@@ -871,13 +779,13 @@ Test(attr, other_user_cannot_search_a_0700_directory)
 
 	/* Search without read: names can be used but not listed. */
 	assert_ok(mkdir(at("blind"), 0711));
-	make_file(at("blind/f"), 0644, "f");
+	make_file_mode(at("blind/f"), 0644, "f");
 	assert_nobody_gets(try_read, at("blind/f"), 0);
 	assert_nobody_gets(try_opendir, at("blind"), EACCES);
 
 	/* Read without search: the listing opens but names cannot be reached. */
 	assert_ok(mkdir(at("listonly"), 0744));
-	make_file(at("listonly/f"), 0644, "f");
+	make_file_mode(at("listonly/f"), 0644, "f");
 	assert_nobody_gets(try_opendir, at("listonly"), 0);
 	assert_nobody_gets(try_stat, at("listonly/f"), EACCES);
 }
@@ -887,7 +795,7 @@ Test(attr, sticky_directory_keeps_other_users_from_removing_roots_files)
 	assert_ok(mkdir(at("tmp"), 0777));
 	assert_ok(chmod(at("tmp"), 01777));
 	cr_assert_eq(stat_of(at("tmp")).st_mode & 07777, 01777);
-	make_file(at("tmp/roots"), 0666, "r");
+	make_file_mode(at("tmp/roots"), 0666, "r");
 	assert_nobody_gets(try_unlink, at("tmp/roots"), EPERM);
 	assert_nobody_gets(try_rename_away, at("tmp/roots"), EPERM);
 	cr_expect(S_ISREG(stat_of(at("tmp/roots")).st_mode));
@@ -913,7 +821,7 @@ Test(attr, setgid_directory_passes_its_group_and_the_bit_to_new_entries)
 	assert_ok(chmod(at("shared"), 02777));
 	cr_assert_eq(stat_of(at("shared")).st_mode & 07777, 02777);
 
-	make_file(at("shared/f"), 0644, NULL);
+	make_file_mode(at("shared/f"), 0644, NULL);
 	st = stat_of(at("shared/f"));
 	cr_expect_eq(st.st_gid, 1234, "new file gid %u", st.st_gid);
 	cr_expect_eq(st.st_mode & S_ISGID, 0, "new file got the setgid bit");
@@ -945,7 +853,7 @@ Test(attr, directory_without_setgid_gives_new_entries_the_creators_group)
 {
 	assert_ok(mkdir(at("plain"), 0777));
 	assert_ok(chown(at("plain"), 0, 1234));
-	make_file(at("plain/f"), 0644, NULL);
+	make_file_mode(at("plain/f"), 0644, NULL);
 	cr_expect_eq(stat_of(at("plain/f")).st_gid, getegid());
 	assert_nobody_gets(try_mkdir, at("plain/d"), 0);
 	cr_expect_eq(stat_of(at("plain/d")).st_gid, NOBODY);
@@ -986,10 +894,10 @@ Test(attr, umask_is_applied_to_new_files_and_directories)
 
 Test(attr, access_for_root_ignores_rw_bits_but_needs_an_x_bit)
 {
-	make_file(at("none"), 0000, NULL);
+	make_file_mode(at("none"), 0000, NULL);
 	assert_ok(access(at("none"), R_OK | W_OK));
 	assert_fails(access(at("none"), X_OK), EACCES);
-	make_file(at("ox"), 0001, NULL);
+	make_file_mode(at("ox"), 0001, NULL);
 	assert_ok(access(at("ox"), X_OK));
 	assert_ok(mkdir(at("d"), 0000));
 	assert_ok(access(at("d"), R_OK | W_OK | X_OK));
@@ -998,9 +906,9 @@ Test(attr, access_for_root_ignores_rw_bits_but_needs_an_x_bit)
 
 Test(attr, access_for_another_user_follows_the_mode_bits)
 {
-	make_file(at("r"), 0644, NULL);
-	make_file(at("x"), 0755, NULL);
-	make_file(at("w"), 0602, NULL);
+	make_file_mode(at("r"), 0644, NULL);
+	make_file_mode(at("x"), 0755, NULL);
+	make_file_mode(at("w"), 0602, NULL);
 	assert_nobody_gets(try_access_r, at("r"), 0);
 	assert_nobody_gets(try_access_w, at("r"), EACCES);
 	assert_nobody_gets(try_access_x, at("r"), EACCES);
@@ -1008,7 +916,7 @@ Test(attr, access_for_another_user_follows_the_mode_bits)
 	assert_nobody_gets(try_access_w, at("w"), 0);
 	assert_nobody_gets(try_access_r, at("w"), EACCES);
 	assert_ok(mkdir(at("d"), 0700));
-	make_file(at("d/f"), 0666, NULL);
+	make_file_mode(at("d/f"), 0666, NULL);
 	assert_nobody_gets(try_access_r, at("d/f"), EACCES);
 }
 
@@ -1017,7 +925,7 @@ Test(attr, faccessat_with_at_eaccess_uses_the_effective_ids)
 	pid_t pid;
 	int status;
 
-	make_file(at("f"), 0600, NULL);
+	make_file_mode(at("f"), 0600, NULL);
 	assert_ok(faccessat(AT_FDCWD, at("f"), R_OK, AT_EACCESS));
 	/* Real uid root, effective uid 65534: only AT_EACCESS sees the denial. */
 	pid = fork();

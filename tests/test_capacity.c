@@ -6,6 +6,7 @@
  * and of SEEK_DATA/SEEK_HOLE).
  */
 #define _GNU_SOURCE
+#include "helpers.h"
 #include "mount.h"
 
 #include <criterion/criterion.h>
@@ -48,11 +49,6 @@ TestSuite(inodes, .init = setup_8_inodes, .fini = mnt_teardown);
 TestSuite(bigpage, .init = setup_64k, .fini = mnt_teardown);
 TestSuite(bigpage_capacity, .init = setup_1m_64k, .fini = mnt_teardown);
 
-static long page(void)
-{
-	return sysconf(_SC_PAGESIZE);
-}
-
 /* Pages of host_mem=1M at the system page size. */
 static long long total_pages(void)
 {
@@ -91,47 +87,6 @@ static void expect_free_soon(long long pages, unsigned long long inodes, const c
 	}
 	cr_assert_eq(free_pages(), pages, "%s: pages", what);
 	cr_assert_eq(fs_stat().f_ffree, inodes, "%s: inodes", what);
-}
-
-static int create_file(const char *rel)
-{
-	int fd = open(mp(rel), O_RDWR | O_CREAT | O_EXCL, 0644);
-
-	cr_assert_geq(fd, 0, "create %s: %s", rel, strerror(errno));
-	return fd;
-}
-
-static struct stat fd_stat(int fd)
-{
-	struct stat st;
-
-	cr_assert_eq(fstat(fd, &st), 0);
-	return st;
-}
-
-static void write_pattern(int fd, long long off, size_t len, unsigned seed)
-{
-	unsigned char *buf = malloc(len);
-	ssize_t n;
-
-	cr_assert_not_null(buf);
-	pattern_fill(buf, len, off, seed);
-	n = pwrite(fd, buf, len, off);
-	cr_assert_eq(n, (ssize_t)len, "pwrite(%zu at %lld) returned %zd (%s)", len, off, n,
-		     n < 0 ? strerror(errno) : "short");
-	free(buf);
-}
-
-static void expect_pattern(int fd, long long off, size_t len, unsigned seed)
-{
-	unsigned char *buf = malloc(len);
-	long long bad;
-
-	cr_assert_not_null(buf);
-	cr_assert_eq(pread(fd, buf, len, off), (ssize_t)len);
-	bad = pattern_check(buf, len, off, seed);
-	free(buf);
-	cr_assert_eq(bad, -1, "byte at %lld is not what was written", off + bad);
 }
 
 static void expect_enospc_write(int fd, long long off, size_t len)
@@ -435,14 +390,6 @@ Test(inodes, creating_past_nr_inodes_fails_with_enospc_for_every_kind)
 }
 
 /* ---------------------------------------------------------------- page_size=64K */
-
-static void expect_seek(int fd, long long from, int whence, long long want)
-{
-	off_t got = lseek(fd, from, whence);
-
-	cr_assert_eq(got, want, "lseek(%lld, %s) returned %lld, expected %lld", from,
-		     whence == SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE", (long long)got, want);
-}
 
 Test(bigpage, st_blksize_and_statfs_block_size_are_the_page_size)
 {

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "config.h"
+#include "helpers.h"
 #include "mount.h"
 
 #include <criterion/criterion.h>
@@ -15,7 +16,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,62 +46,6 @@ static void dir_setup(void)
 
 TestSuite(dir, .init = dir_setup, .fini = mnt_teardown);
 
-/*
- * A path inside the mount, formatted.  Eight rotating buffers, so that one
- * call such as rename(at("a"), at("b")) can use several.
- */
-static const char *at(const char *fmt, ...)
-{
-	static __thread char bufs[8][PATH_MAX + 512];
-	static __thread unsigned next;
-	char *buf = bufs[next++ % 8];
-	int n = snprintf(buf, sizeof(bufs[0]), "%s/", mnt.dir);
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(bufs[0]) - n, fmt, ap);
-	va_end(ap);
-	return buf;
-}
-
-/* The call must fail with exactly err. */
-#define assert_fails(expr, err)                                                          \
-	do {                                                                             \
-		errno = 0;                                                               \
-		long r_ = (long)(expr);                                                  \
-		int e_ = errno;                                                          \
-		cr_assert_eq(r_, -1, "%s succeeded (%ld), expected %s", #expr, r_,       \
-			     strerrorname_np(err));                                      \
-		cr_assert_eq(e_, (err), "%s: expected %s, got %s", #expr,                \
-			     strerrorname_np(err), strerrorname_np(e_));                 \
-	} while (0)
-
-/* The call must succeed (return >= 0). */
-#define assert_ok(expr)                                                                  \
-	do {                                                                             \
-		errno = 0;                                                               \
-		long r_ = (long)(expr);                                                  \
-		cr_assert_geq(r_, 0, "%s failed: %s", #expr, strerrorname_np(errno));    \
-	} while (0)
-
-static void make_file(const char *path, const char *content)
-{
-	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
-
-	cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
-	if (content)
-		cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-	close(fd);
-}
-
-static struct stat stat_of(const char *path)
-{
-	struct stat st;
-
-	cr_assert_eq(lstat(path, &st), 0, "lstat %s: %s", path, strerror(errno));
-	return st;
-}
-
 static char *read_all(const char *path)
 {
 	static __thread char buf[4096];
@@ -131,11 +75,6 @@ static void listing_add(struct listing *l, const char *name)
 		cr_assert_not_null(l->names);
 	}
 	l->names[l->n++] = strdup(name);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static struct listing list_dir(const char *path)

@@ -7,6 +7,7 @@
  * 2^63, hmmfs stops at 2^52 as its spec says).
  */
 #define _GNU_SOURCE
+#include "helpers.h"
 #include "mount.h"
 
 #include <criterion/criterion.h>
@@ -25,60 +26,10 @@ TestSuite(file, .init = mnt_setup, .fini = mnt_teardown);
 
 #define MAX_FILE_SIZE (1LL << 52)
 
-static long page(void)
-{
-	return sysconf(_SC_PAGESIZE);
-}
-
 /* st_blocks that n whole pages account for. */
 static long long pages_blocks(long long n)
 {
 	return n * page() / 512;
-}
-
-static int create_file(const char *rel)
-{
-	int fd = open(mp(rel), O_RDWR | O_CREAT | O_EXCL, 0644);
-
-	cr_assert_geq(fd, 0, "create %s: %s", rel, strerror(errno));
-	return fd;
-}
-
-static struct stat fd_stat(int fd)
-{
-	struct stat st;
-
-	cr_assert_eq(fstat(fd, &st), 0, "fstat: %s", strerror(errno));
-	return st;
-}
-
-static void write_pattern(int fd, long long off, size_t len, unsigned seed)
-{
-	unsigned char *buf = malloc(len ? len : 1);
-	ssize_t n;
-
-	cr_assert_not_null(buf);
-	pattern_fill(buf, len, off, seed);
-	n = pwrite(fd, buf, len, off);
-	cr_assert_eq(n, (ssize_t)len, "pwrite(%zu bytes at %lld) returned %zd (%s)", len, off, n,
-		     n < 0 ? strerror(errno) : "short");
-	free(buf);
-}
-
-static void expect_pattern(int fd, long long off, size_t len, unsigned seed)
-{
-	unsigned char *buf = malloc(len ? len : 1);
-	ssize_t n;
-	long long bad;
-
-	cr_assert_not_null(buf);
-	n = pread(fd, buf, len, off);
-	cr_assert_eq(n, (ssize_t)len, "pread(%zu bytes at %lld) returned %zd (%s)", len, off, n,
-		     n < 0 ? strerror(errno) : "short");
-	bad = pattern_check(buf, len, off, seed);
-	free(buf);
-	cr_assert_eq(bad, -1, "byte at %lld differs from the pattern written (seed %u)",
-		     off + bad, seed);
 }
 
 static void expect_zeros(int fd, long long off, size_t len)
@@ -452,21 +403,6 @@ Test(file, fallocate_ending_at_2_pow_52_succeeds_and_past_it_fails_with_efbig)
 }
 
 /* ---------------------------------------------------------------- SEEK_DATA / SEEK_HOLE */
-
-static void expect_seek(int fd, long long from, int whence, long long want)
-{
-	off_t got = lseek(fd, from, whence);
-
-	if (want < 0) {
-		cr_assert_eq(got, -1, "lseek(%lld, %s) returned %lld, expected ENXIO", from,
-			     whence == SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE", (long long)got);
-		cr_assert_eq(errno, ENXIO);
-	} else {
-		cr_assert_eq(got, want, "lseek(%lld, %s) returned %lld (%s), expected %lld", from,
-			     whence == SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE", (long long)got,
-			     got < 0 ? strerror(errno) : "ok", want);
-	}
-}
 
 Test(file, seek_data_and_seek_hole_find_page_granular_extents)
 {

@@ -8,26 +8,22 @@
  */
 #define _GNU_SOURCE
 #include "config.h"
+#include "helpers.h"
 #include "mount.h"
 
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
-#define NOBODY 65534
 #define XATTR_VALUE_MAX 65536            /* XATTR_SIZE_MAX in the kernel */
 #define XATTR_INODE_BUDGET (1024 * 1024) /* names plus values, per inode */
 
@@ -39,47 +35,6 @@ static void xattr_setup(void)
 }
 
 TestSuite(xattr, .init = xattr_setup, .fini = mnt_teardown);
-
-/* A path inside the mount, formatted; eight rotating buffers. */
-static const char *at(const char *fmt, ...)
-{
-	static __thread char bufs[8][PATH_MAX];
-	static __thread unsigned next;
-	char *buf = bufs[next++ % 8];
-	int n = snprintf(buf, sizeof(bufs[0]), "%s/", mnt.dir);
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(bufs[0]) - n, fmt, ap);
-	va_end(ap);
-	return buf;
-}
-
-#define assert_fails(expr, err)                                                          \
-	do {                                                                             \
-		errno = 0;                                                               \
-		long r_ = (long)(expr);                                                  \
-		int e_ = errno;                                                          \
-		cr_assert_eq(r_, -1, "%s succeeded (%ld), expected %s", #expr, r_,       \
-			     strerrorname_np(err));                                      \
-		cr_assert_eq(e_, (err), "%s: expected %s, got %s", #expr,                \
-			     strerrorname_np(err), strerrorname_np(e_));                 \
-	} while (0)
-
-#define assert_ok(expr)                                                                  \
-	do {                                                                             \
-		errno = 0;                                                               \
-		long r_ = (long)(expr);                                                  \
-		cr_assert_geq(r_, 0, "%s failed: %s", #expr, strerrorname_np(errno));    \
-	} while (0)
-
-static void make_file(const char *path)
-{
-	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
-
-	cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
-	close(fd);
-}
 
 /* The value of name on path must be exactly want[0..len). */
 static void expect_value(const char *path, const char *name, const void *want, size_t len)
@@ -99,11 +54,6 @@ struct names {
 	char **v;
 	size_t n;
 };
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
 
 static struct names list_names(const char *path, int nofollow)
 {
@@ -150,30 +100,13 @@ static void expect_names(const char *path, int nofollow, const char *const *want
 	names_free(&l);
 }
 
-static int ts_cmp(struct timespec a, struct timespec b)
-{
-	if (a.tv_sec != b.tv_sec)
-		return a.tv_sec < b.tv_sec ? -1 : 1;
-	if (a.tv_nsec != b.tv_nsec)
-		return a.tv_nsec < b.tv_nsec ? -1 : 1;
-	return 0;
-}
-
-/* ctime cannot be set back: only time passing makes its change visible. */
-static void let_time_pass(void)
-{
-	struct timespec ts = { 0, 15 * 1000 * 1000 };
-
-	nanosleep(&ts, NULL);
-}
-
 /* ---- the basics --------------------------------------------------------- */
 
 Test(xattr, user_attribute_can_be_set_read_listed_and_removed)
 {
 	const char *const one[] = { "user.color" };
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	expect_names(at("f"), 0, NULL, 0);
 	assert_ok(setxattr(at("f"), "user.color", "blue", 4, 0));
 	expect_value(at("f"), "user.color", "blue", 4);
@@ -185,7 +118,7 @@ Test(xattr, user_attribute_can_be_set_read_listed_and_removed)
 
 Test(xattr, setting_again_replaces_the_value_with_a_longer_or_shorter_one)
 {
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "user.v", "short", 5, 0));
 	assert_ok(setxattr(at("f"), "user.v", "a much longer value", 19, 0));
 	expect_value(at("f"), "user.v", "a much longer value", 19);
@@ -196,7 +129,7 @@ Test(xattr, setting_again_replaces_the_value_with_a_longer_or_shorter_one)
 
 Test(xattr, xattr_create_on_an_existing_attribute_fails_with_eexist)
 {
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "user.a", "first", 5, XATTR_CREATE));
 	assert_fails(setxattr(at("f"), "user.a", "second", 6, XATTR_CREATE), EEXIST);
 	expect_value(at("f"), "user.a", "first", 5);
@@ -206,7 +139,7 @@ Test(xattr, xattr_replace_of_a_missing_attribute_fails_with_enodata)
 {
 	const char *const one[] = { "user.other" };
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "user.other", "o", 1, 0));
 	assert_fails(setxattr(at("f"), "user.a", "v", 1, XATTR_REPLACE), ENODATA);
 	expect_names(at("f"), 0, one, 1);
@@ -214,14 +147,14 @@ Test(xattr, xattr_replace_of_a_missing_attribute_fails_with_enodata)
 
 Test(xattr, unknown_set_flags_fail_with_einval)
 {
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_fails(setxattr(at("f"), "user.a", "v", 1, 4), EINVAL);
 	expect_names(at("f"), 0, NULL, 0);
 }
 
 Test(xattr, missing_attribute_gives_enodata_for_get_and_remove)
 {
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_fails(getxattr(at("f"), "user.none", NULL, 0), ENODATA);
 	char buf[8];
 	assert_fails(getxattr(at("f"), "user.none", buf, sizeof(buf)), ENODATA);
@@ -235,7 +168,7 @@ Test(xattr, size_zero_query_returns_the_size_and_a_small_buffer_gives_erange)
 {
 	char buf[64];
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "user.value", "0123456789", 10, 0));
 	assert_ok(setxattr(at("f"), "user.second", "x", 1, 0));
 	cr_expect_eq(getxattr(at("f"), "user.value", NULL, 0), 10);
@@ -256,7 +189,7 @@ Test(xattr, empty_value_is_stored_and_listed)
 	const char *const one[] = { "user.empty" };
 	char buf[8];
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "user.empty", "", 0, 0));
 	cr_expect_eq(getxattr(at("f"), "user.empty", NULL, 0), 0);
 	cr_expect_eq(getxattr(at("f"), "user.empty", buf, sizeof(buf)), 0);
@@ -275,7 +208,7 @@ Test(xattr, binary_value_with_nul_bytes_comes_back_byte_for_byte)
 	for (size_t i = 0; i < sizeof(value); i++)
 		value[i] = (unsigned char)(i * 7);
 	value[0] = value[10] = value[299] = 0;
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "user.bin", value, sizeof(value), 0));
 	expect_value(at("f"), "user.bin", value, sizeof(value));
 }
@@ -286,7 +219,7 @@ Test(xattr, name_of_255_bytes_works_and_256_fails_with_erange)
 {
 	char name[300];
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	strcpy(name, "user.");
 	memset(name + 5, 'n', 250);
 	name[255] = 0;
@@ -307,14 +240,14 @@ Test(xattr, name_of_255_bytes_works_and_256_fails_with_erange)
 
 Test(xattr, empty_name_fails_with_erange)
 {
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_fails(setxattr(at("f"), "", "v", 1, 0), ERANGE);
 	assert_fails(getxattr(at("f"), "", NULL, 0), ERANGE);
 }
 
 Test(xattr, namespace_prefix_without_a_name_fails_with_einval)
 {
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_fails(setxattr(at("f"), "user.", "v", 1, 0), EINVAL);
 	assert_fails(getxattr(at("f"), "user.", NULL, 0), EINVAL);
 	expect_names(at("f"), 0, NULL, 0);
@@ -326,7 +259,7 @@ Test(xattr, value_of_64_kib_works_and_one_byte_more_fails_with_e2big)
 
 	for (size_t i = 0; i < sizeof(value); i++)
 		value[i] = (char)(i * 31 + (i >> 8));
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "user.big", value, XATTR_VALUE_MAX, 0));
 	cr_expect_eq(getxattr(at("f"), "user.big", NULL, 0), XATTR_VALUE_MAX);
 	expect_value(at("f"), "user.big", value, XATTR_VALUE_MAX);
@@ -345,7 +278,7 @@ Test(xattr, per_inode_budget_of_one_mib_gives_enospc_and_is_freed_by_remove)
 	int i;
 
 	memset(value, 'v', sizeof(value));
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	for (i = 0; i < 15; i++) {
 		snprintf(name, sizeof(name), "user.b%02d", i);
 		errno = 0;
@@ -366,7 +299,7 @@ Test(xattr, per_inode_budget_of_one_mib_gives_enospc_and_is_freed_by_remove)
 	expect_value(at("f"), "user.b15", value, sizeof(value));
 
 	/* The budget is per inode: another file starts empty. */
-	make_file(at("g"));
+	make_file(at("g"), NULL);
 	assert_ok(setxattr(at("g"), "user.b00", value, sizeof(value), 0));
 }
 
@@ -376,7 +309,7 @@ Test(xattr, replacing_a_value_within_a_full_budget_counts_only_the_difference)
 	char name[32];
 
 	memset(value, 'r', sizeof(value));
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	for (int i = 0; i < 15; i++) {
 		snprintf(name, sizeof(name), "user.r%02d", i);
 		assert_ok(setxattr(at("f"), name, value, sizeof(value), 0));
@@ -406,7 +339,7 @@ ParameterizedTest(int *i, xattr, unsupported_namespace_fails_with_eopnotsupp)
 {
 	const char *name = unsupported_names[*i];
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_fails(setxattr(at("f"), name, "v", 1, 0), EOPNOTSUPP);
 	assert_fails(getxattr(at("f"), name, NULL, 0), EOPNOTSUPP);
 	assert_fails(removexattr(at("f"), name), EOPNOTSUPP);
@@ -417,7 +350,7 @@ Test(xattr, trusted_and_security_namespaces_work_for_root)
 {
 	const char *const names[] = { "trusted.t", "security.s", "user.u" };
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "trusted.t", "tv", 2, 0));
 	assert_ok(setxattr(at("f"), "security.s", "sv", 2, 0));
 	assert_ok(setxattr(at("f"), "user.u", "uv", 2, 0));
@@ -429,34 +362,6 @@ Test(xattr, trusted_and_security_namespaces_work_for_root)
 	const char *const left[] = { "user.u" };
 	expect_names(at("f"), 0, left, 1);
 }
-
-/* Run fn(path) as uid/gid 65534; 0 on success, else the errno. */
-static int as_nobody(int (*fn)(const char *), const char *path)
-{
-	pid_t pid = fork();
-	int status;
-
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		if (setgroups(0, NULL) || setresgid(NOBODY, NOBODY, NOBODY) ||
-		    setresuid(NOBODY, NOBODY, NOBODY))
-			_exit(255);
-		errno = 0;
-		_exit(fn(path) < 0 ? (errno ? errno : 254) : 0);
-	}
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_assert(WIFEXITED(status), "child died (status %#x)", status);
-	cr_assert_neq(WEXITSTATUS(status), 255, "child could not drop privileges");
-	return WEXITSTATUS(status);
-}
-
-#define assert_nobody_gets(fn, path, err)                                                \
-	do {                                                                             \
-		int e_ = as_nobody(fn, path);                                            \
-		cr_assert_eq(e_, (err), "uid %d %s: expected %s, got %s", NOBODY, #fn,   \
-			     (err) ? strerrorname_np(err) : "success",                   \
-			     e_ ? strerrorname_np(e_) : "success");                      \
-	} while (0)
 
 static int try_set_trusted(const char *p) { return setxattr(p, "trusted.x", "v", 1, 0); }
 static int try_get_trusted(const char *p) { return (int)getxattr(p, "trusted.t", NULL, 0); }
@@ -482,7 +387,7 @@ static int try_list_without_trusted(const char *p)
 
 Test(xattr, trusted_namespace_is_out_of_reach_of_unprivileged_users)
 {
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(chmod(at("f"), 0666));
 	assert_ok(setxattr(at("f"), "trusted.t", "tv", 2, 0));
 	assert_ok(setxattr(at("f"), "user.u", "uv", 2, 0));
@@ -494,19 +399,19 @@ Test(xattr, trusted_namespace_is_out_of_reach_of_unprivileged_users)
 
 Test(xattr, user_attributes_need_read_and_write_permission_on_the_file)
 {
-	make_file(at("ro"));
+	make_file(at("ro"), NULL);
 	assert_ok(chmod(at("ro"), 0644));
 	assert_ok(setxattr(at("ro"), "user.u", "uv", 2, 0));
 	assert_nobody_gets(try_get_user, at("ro"), 0);
 	assert_nobody_gets(try_set_user, at("ro"), EACCES);
 	assert_nobody_gets(try_remove_user, at("ro"), EACCES);
 
-	make_file(at("none"));
+	make_file(at("none"), NULL);
 	assert_ok(chmod(at("none"), 0600));
 	assert_ok(setxattr(at("none"), "user.u", "uv", 2, 0));
 	assert_nobody_gets(try_get_user, at("none"), EACCES);
 
-	make_file(at("rw"));
+	make_file(at("rw"), NULL);
 	assert_ok(chmod(at("rw"), 0666));
 	assert_nobody_gets(try_set_user, at("rw"), 0);
 	expect_value(at("rw"), "user.x", "v", 1);
@@ -537,7 +442,7 @@ Test(xattr, symlink_refuses_user_attributes_but_takes_trusted_ones)
 	const char *const link_names[] = { "trusted.link" };
 	char buf[16];
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(symlink("f", at("s")));
 	/* As the kernel does: user.* is for regular files and directories only. */
 	assert_fails(lsetxattr(at("s"), "user.x", "v", 1, 0), EPERM);
@@ -570,7 +475,7 @@ Test(xattr, fd_variants_work_on_an_open_file)
 	char buf[16];
 	int fd;
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	fd = open(at("f"), O_RDONLY);
 	cr_assert_geq(fd, 0);
 	assert_ok(fsetxattr(fd, "user.fd", "fdv", 3, 0));
@@ -587,7 +492,7 @@ Test(xattr, fd_variants_work_on_an_open_file)
 
 Test(xattr, attributes_follow_hard_links_and_survive_rename)
 {
-	make_file(at("a"));
+	make_file(at("a"), NULL);
 	assert_ok(link(at("a"), at("b")));
 	assert_ok(setxattr(at("a"), "user.shared", "s", 1, 0));
 	expect_value(at("b"), "user.shared", "s", 1);
@@ -604,7 +509,7 @@ Test(xattr, attributes_follow_hard_links_and_survive_rename)
 	assert_ok(rename(at("d"), at("d2")));
 	expect_value(at("d2"), "user.dir", "x", 1);
 	/* Renaming over a file drops the replaced file's attributes, not ours. */
-	make_file(at("victim"));
+	make_file(at("victim"), NULL);
 	assert_ok(setxattr(at("victim"), "user.victim", "v", 1, 0));
 	assert_ok(rename(at("d2/renamed"), at("victim")));
 	const char *const one[] = { "user.shared" };
@@ -616,7 +521,7 @@ Test(xattr, unlinked_file_keeps_its_attributes_while_open_and_a_new_file_has_non
 	char buf[16];
 	int fd;
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	for (int i = 0; i < 20; i++) {
 		char name[32];
 
@@ -630,7 +535,7 @@ Test(xattr, unlinked_file_keeps_its_attributes_while_open_and_a_new_file_has_non
 	assert_ok(fsetxattr(fd, "user.late", "l", 1, 0));
 	close(fd);
 	/* Same name, new inode: nothing carried over. */
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	expect_names(at("f"), 0, NULL, 0);
 	/* A file unlinked while closed frees them at once (ASan checks for leaks). */
 	assert_ok(setxattr(at("f"), "user.x", "x", 1, 0));
@@ -647,7 +552,7 @@ Test(xattr, set_and_remove_change_ctime_but_not_mtime)
 	struct timespec old[2] = { { 1000000000, 1 }, { 1000000000, 2 } };
 	struct stat before, after;
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(utimensat(AT_FDCWD, at("f"), old, 0));
 	assert_ok(stat(at("f"), &before));
 	let_time_pass();
@@ -670,7 +575,7 @@ Test(xattr, failed_or_read_only_calls_leave_ctime_alone)
 	struct stat before, after;
 	char buf[8];
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	assert_ok(setxattr(at("f"), "user.t", "v", 1, 0));
 	assert_ok(stat(at("f"), &before));
 	let_time_pass();
@@ -692,7 +597,7 @@ Test(xattr, five_hundred_attributes_on_one_file_are_all_kept)
 	static char storage[N][32];
 	char value[32];
 
-	make_file(at("f"));
+	make_file(at("f"), NULL);
 	for (int i = 0; i < N; i++) {
 		snprintf(storage[i], sizeof(storage[i]), "user.attr.%03d", i);
 		names[i] = storage[i];

@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/* Small utilities the Criterion test programs share; see helpers.h. */
+#include "config.h"
+#include "helpers.h"
+#include "mount.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- paths and results --------------------------------------------------- */
+
+const char *at(const char *fmt, ...)
+{
+	static __thread char bufs[8][PATH_MAX + 512];
+	static __thread unsigned next;
+	char *buf = bufs[next++ % 8];
+	int n = snprintf(buf, sizeof(bufs[0]), "%s/", mnt.dir);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf + n, sizeof(bufs[0]) - n, fmt, ap);
+	va_end(ap);
+	return buf;
+}
+
+int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* ---- files by path --------------------------------------------------------- */
+
+void make_file(const char *path, const char *content)
+{
+	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+
+	cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
+	if (content)
+		cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+	close(fd);
+}
+
+struct stat stat_of(const char *path)
+{
+	struct stat st;
+
+	cr_assert_eq(lstat(path, &st), 0, "lstat %s: %s", path, strerror(errno));
+	return st;
+}
+
+/* ---- files by descriptor, and their data ----------------------------------- */
+
+long page(void)
+{
+	return sysconf(_SC_PAGESIZE);
+}
+
+int create_file(const char *rel)
+{
+	int fd = open(mp(rel), O_RDWR | O_CREAT | O_EXCL, 0644);
+
+	cr_assert_geq(fd, 0, "create %s: %s", rel, strerror(errno));
+	return fd;
+}
+
+struct stat fd_stat(int fd)
+{
+	struct stat st;
+
+	cr_assert_eq(fstat(fd, &st), 0, "fstat: %s", strerror(errno));
+	return st;
+}
+
+void write_pattern(int fd, long long off, size_t len, unsigned seed)
+{
+	unsigned char *buf = malloc(len ? len : 1);
+	ssize_t n;
+
+	cr_assert_not_null(buf);
+	pattern_fill(buf, len, off, seed);
+	n = pwrite(fd, buf, len, off);
+	cr_assert_eq(n, (ssize_t)len, "pwrite(%zu bytes at %lld) returned %zd (%s)", len, off, n,
+		     n < 0 ? strerror(errno) : "short");
+	free(buf);
+}
+
+void expect_pattern(int fd, long long off, size_t len, unsigned seed)
+{
+	unsigned char *buf = malloc(len ? len : 1);
+	ssize_t n;
+	long long bad;
+
+	cr_assert_not_null(buf);
+	n = pread(fd, buf, len, off);
+	cr_assert_eq(n, (ssize_t)len, "pread(%zu bytes at %lld) returned %zd (%s)", len, off, n,
+		     n < 0 ? strerror(errno) : "short");
+	bad = pattern_check(buf, len, off, seed);
+	free(buf);
+	cr_assert_eq(bad, -1, "byte at %lld differs from the pattern written (seed %u)",
+		     off + bad, seed);
+}
+
+void expect_seek(int fd, long long from, int whence, long long want)
+{
+	off_t got = lseek(fd, from, whence);
+
+	if (want < 0) {
+		cr_assert_eq(got, -1, "lseek(%lld, %s) returned %lld, expected ENXIO", from,
+			     whence == SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE", (long long)got);
+		cr_assert_eq(errno, ENXIO);
+	} else {
+		cr_assert_eq(got, want, "lseek(%lld, %s) returned %lld (%s), expected %lld", from,
+			     whence == SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE", (long long)got,
+			     got < 0 ? strerror(errno) : "ok", want);
+	}
+}
+
+/* ---- another user ------------------------------------------------------------ */
+
+int as_nobody(int (*fn)(const char *), const char *path)
+{
+	pid_t pid = fork();
+	int status;
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) || setresgid(NOBODY, NOBODY, NOBODY) ||
+		    setresuid(NOBODY, NOBODY, NOBODY))
+			_exit(255);
+		errno = 0;
+		if (fn(path) < 0)
+			_exit(errno ? errno : 254);
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "child died (status %#x)", status);
+	cr_assert_neq(WEXITSTATUS(status), 255, "child could not drop privileges");
+	return WEXITSTATUS(status);
+}
+
+/* ---- time -------------------------------------------------------------------- */
+
+int ts_cmp(struct timespec a, struct timespec b)
+{
+	if (a.tv_sec != b.tv_sec)
+		return a.tv_sec < b.tv_sec ? -1 : 1;
+	if (a.tv_nsec != b.tv_nsec)
+		return a.tv_nsec < b.tv_nsec ? -1 : 1;
+	return 0;
+}
+
+void let_time_pass(void)
+{
+	struct timespec ts = { 0, 15 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+}

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * helpers.h - small utilities the Criterion test programs share: paths in
+ * the mount, assertions on a call's result and errno, creating and
+ * inspecting files, running a check as an unprivileged user, timestamps,
+ * and the data pattern written to and read back from files.  Every helper
+ * that checks something fails the current test through Criterion.
+ */
+#ifndef HMMFS_TEST_HELPERS_H
+#define HMMFS_TEST_HELPERS_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* ---- paths and results --------------------------------------------------- */
+
+/*
+ * A path inside the mount, formatted.  Eight rotating buffers per thread,
+ * so that one call such as rename(at("a"), at("b")) can use several; each
+ * holds a bit more than PATH_MAX, so that paths too long for the kernel can
+ * be built too.
+ */
+const char *at(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The call must fail with exactly err. */
+#define assert_fails(expr, err)                                                          \
+	do {                                                                             \
+		errno = 0;                                                               \
+		long r_ = (long)(expr);                                                  \
+		int e_ = errno;                                                          \
+		cr_assert_eq(r_, -1, "%s succeeded (%ld), expected %s", #expr, r_,       \
+			     strerrorname_np(err));                                      \
+		cr_assert_eq(e_, (err), "%s: expected %s, got %s", #expr,                \
+			     strerrorname_np(err), strerrorname_np(e_));                 \
+	} while (0)
+
+/* The call must succeed (return >= 0). */
+#define assert_ok(expr)                                                                  \
+	do {                                                                             \
+		errno = 0;                                                               \
+		long r_ = (long)(expr);                                                  \
+		cr_assert_geq(r_, 0, "%s failed: %s", #expr, strerrorname_np(errno));    \
+	} while (0)
+
+/* qsort comparator for an array of C strings. */
+int cmp_str(const void *a, const void *b);
+
+/* ---- files by path --------------------------------------------------------- */
+
+/* Create (or truncate) path with mode 0644 and write content into it, if any. */
+void make_file(const char *path, const char *content);
+
+/* lstat(path), which must succeed. */
+struct stat stat_of(const char *path);
+
+/* ---- files by descriptor, and their data ----------------------------------- */
+
+/* The system page size. */
+long page(void);
+
+/* Create mp(rel) for reading and writing; it must not exist yet. */
+int create_file(const char *rel);
+
+/* fstat(fd), which must succeed. */
+struct stat fd_stat(int fd);
+
+/* pwrite len bytes of pattern_fill(seed) at off; all must be written. */
+void write_pattern(int fd, long long off, size_t len, unsigned seed);
+
+/* pread len bytes at off; all must be read and carry pattern_fill(seed). */
+void expect_pattern(int fd, long long off, size_t len, unsigned seed);
+
+/* lseek(fd, from, whence) must return want, or fail with ENXIO if want < 0. */
+void expect_seek(int fd, long long from, int whence, long long want);
+
+/* ---- another user ------------------------------------------------------------ */
+
+#define NOBODY 65534
+
+/*
+ * Run fn(path) in a child that dropped to uid and gid 65534 with no
+ * supplementary groups.  Return: 0 if fn succeeded, else the errno it left.
+ */
+int as_nobody(int (*fn)(const char *), const char *path);
+
+/* fn(path) run as NOBODY must fail with exactly err, or succeed if err is 0. */
+#define assert_nobody_gets(fn, path, err)                                                \
+	do {                                                                             \
+		int e_ = as_nobody(fn, path);                                            \
+		cr_assert_eq(e_, (err), "uid %d %s(%s): expected %s, got %s", NOBODY,    \
+			     #fn, path, (err) ? strerrorname_np(err) : "success",        \
+			     e_ ? strerrorname_np(e_) : "success");                      \
+	} while (0)
+
+/* ---- time -------------------------------------------------------------------- */
+
+/* Compare two timestamps: -1, 0 or 1 as a is before, equal to or after b. */
+int ts_cmp(struct timespec a, struct timespec b);
+
+/*
+ * Let the clocks move past every timestamp set so far: ctime cannot be set
+ * back, so "ctime changed" can only be seen by time passing.
+ */
+void let_time_pass(void);
+
+#endif
