@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -210,6 +211,34 @@ Test(capacity, write_past_host_mem_is_short_then_fails_with_enospc)
 	cr_assert_eq(posix_fadvise(a, 0, 0, POSIX_FADV_DONTNEED), 0);
 	expect_pattern(a, 0, MiB, 4);
 	close(a);
+}
+
+Test(capacity, store_into_a_mapped_hole_when_full_fails_at_msync_with_enospc)
+{
+	long p = page();
+	int a = create_file("a"), b = create_file("b");
+	char *map;
+
+	cr_assert_eq(ftruncate(a, 4 * p), 0);
+	map = mmap(NULL, 4 * p, PROT_READ | PROT_WRITE, MAP_SHARED, a, 0);
+	cr_assert_neq(map, MAP_FAILED);
+	cr_assert_eq(fill_to_enospc(b, 9), MiB);
+	/* A hole: its write-back needs a page and there is none (see hmmfs(8), NOTES). */
+	map[p] = 42;
+	cr_assert_eq(msync(map, 4 * p, MS_SYNC), -1);
+	cr_assert_eq(errno, ENOSPC);
+	/* Once space is freed, the same store is written back. */
+	cr_assert_eq(ftruncate(b, 0), 0);
+	map[p] = 43;
+	cr_assert_eq(msync(map, 4 * p, MS_SYNC), 0);
+	munmap(map, 4 * p);
+	/* Read it back from the daemon, not from the page cache. */
+	cr_assert_eq(posix_fadvise(a, 0, 0, POSIX_FADV_DONTNEED), 0);
+	char c = 0;
+	cr_assert_eq(pread(a, &c, 1, p), 1);
+	cr_assert_eq(c, 43);
+	close(a);
+	close(b);
 }
 
 Test(capacity, writing_a_new_file_when_full_fails_with_enospc_and_leaves_it_empty)
