@@ -7,7 +7,7 @@ LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver
 LOG_COMPILER = $(top_srcdir)/tests/criterion-tap
 SH_LOG_COMPILER = $(SHELL)
 AM_TESTS_ENVIRONMENT = \
-	HMMFS_BIN='$(abs_top_builddir)/hmmfs/hmmfs'; export HMMFS_BIN; \
+	HMMFS_BIN="$${HMMFS_BIN:-$(abs_top_builddir)/hmmfs/hmmfs}"; export HMMFS_BIN; \
 	HMMFS_SRCDIR='$(abs_top_srcdir)'; export HMMFS_SRCDIR; \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1; export ASAN_OPTIONS; \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; export UBSAN_OPTIONS;

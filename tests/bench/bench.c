@@ -2,22 +2,23 @@
 /*
  * bench.c - hmmfs against its two baselines, measured in the same run.
  *
- * Usage: bench [-s SIZE] [-n OPS] [-r REPS] HMMFS_DIR TMPFS_DIR FUSE_MIN_DIR
- *   A directory given as "-" skips that column.
+ * Usage: bench [-v] [-s SIZE] [-n OPS] [-r REPS] HMMFS_DIR TMPFS_DIR FUSE_MIN_DIR
+ *   A directory given as "-" skips that column; -v prints every repetition.
  *
  * Every row runs the same operations on the same data on the three mounts:
  * hmmfs, a tmpfs (the kernel's own in-memory filesystem) and fuse_min (the
  * smallest reasonable FUSE filesystem, the ceiling of what any FUSE daemon
- * can reach here).  Repetitions are interleaved across the mounts so that
- * machine noise hits all three alike; each cell is the median of the
- * repetitions.
+ * can reach here).  Repetitions are interleaved across the mounts, each
+ * starting with a different one, so that machine noise hits all three
+ * alike; each cell is the median of the repetitions.
  *
  * "cold" rows drop the file's page cache first (fsync, then
  * POSIX_FADV_DONTNEED, then drop_caches if pages are still resident, checked
  * with mincore), so on a FUSE mount every byte comes from the daemon.  A
  * tmpfs keeps its data in the page cache itself, so it has no cold state.
- * The metadata rows wait out the 1 s entry/attribute timeout before stat
- * and unlink, so each of those costs a round trip to the daemon too.
+ * The metadata rows start with no dentries cached (drop_caches 2), so on a
+ * FUSE mount each create, stat or unlink first costs a LOOKUP, whatever
+ * entry timeout the daemon chose.
  *
  * Run it through run.sh (`make bench`), which mounts the three filesystems,
  * sets the FUSE mounts' read_ahead_kb to the same value and cleans up.
@@ -62,9 +63,10 @@ struct row {
 	const char *name;
 	enum unit unit;
 	double (*run)(struct fsys *fs);
-	bool cold;              /* the row that matters: marked when slow */
+	bool matters;           /* compared and marked when hmmfs is slow */
+	bool metadata;          /* runs after drop_dentries() */
 	double v[NFS][MAX_REPS];
-	bool warm_leak[NFS];
+	bool stayed_cached[NFS];
 };
 
 static struct fsys fss[NFS] = {
@@ -73,6 +75,7 @@ static struct fsys fss[NFS] = {
 static uint64_t file_size = (uint64_t)1 << 30;
 static long nops = 20000;
 static int reps = 3;
+static bool verbose;          /* -v: every repetition on stderr */
 static char *buf;              /* one block, the source and sink of data */
 static uint64_t *rand_off;     /* the random read offsets, the same everywhere */
 static int failures;
@@ -184,7 +187,7 @@ static double resident(int fd)
 	return (double)n / (double)npages;
 }
 
-static void drop_caches(void)
+static void drop_page_cache(void)
 {
 	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
 
@@ -205,7 +208,7 @@ static void make_cold(struct fsys *fs, const char *path)
 	fsync(fd);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	if (resident(fd) > 0.001) {
-		drop_caches();
+		drop_page_cache();
 		if (resident(fd) > 0.001)
 			fs->not_cold = true;
 	}
@@ -393,44 +396,64 @@ static double meta_unlink(struct fsys *fs)
 }
 
 static struct row rows[] = {
-	{ .name = "write seq 1M (write+fsync)", .unit = MBPS, .run = seq_write, .cold = true },
-	{ .name = "read seq 1M cold", .unit = MBPS, .run = seq_read_cold, .cold = true },
-	{ .name = "read seq 1M warm", .unit = MBPS, .run = seq_read_warm, .cold = false },
-	{ .name = "mmap write seq (memcpy+msync)", .unit = MBPS, .run = mmap_write, .cold = true },
-	{ .name = "mmap read seq cold", .unit = MBPS, .run = mmap_read_cold, .cold = true },
-	{ .name = "mmap read seq warm", .unit = MBPS, .run = mmap_read_warm, .cold = false },
-	{ .name = "pread 4K random cold", .unit = OPSPS, .run = rand_read_cold, .cold = true },
-	{ .name = "pread 4K random warm", .unit = OPSPS, .run = rand_read_warm, .cold = false },
-	{ .name = "create+close", .unit = OPSPS, .run = meta_create, .cold = true },
-	{ .name = "stat (timeouts expired)", .unit = OPSPS, .run = meta_stat, .cold = true },
-	{ .name = "unlink (timeouts expired)", .unit = OPSPS, .run = meta_unlink, .cold = true },
+	{ .name = "write seq 1M (write+fsync)", .unit = MBPS, .run = seq_write, .matters = true },
+	{ .name = "read seq 1M cold", .unit = MBPS, .run = seq_read_cold, .matters = true },
+	{ .name = "read seq 1M warm", .unit = MBPS, .run = seq_read_warm },
+	{ .name = "mmap write seq (memcpy+msync)", .unit = MBPS, .run = mmap_write, .matters = true },
+	{ .name = "mmap read seq cold", .unit = MBPS, .run = mmap_read_cold, .matters = true },
+	{ .name = "mmap read seq warm", .unit = MBPS, .run = mmap_read_warm },
+	{ .name = "pread 4K random cold", .unit = OPSPS, .run = rand_read_cold, .matters = true },
+	{ .name = "pread 4K random warm", .unit = OPSPS, .run = rand_read_warm },
+	{ .name = "create+close", .unit = OPSPS, .run = meta_create, .matters = true,
+	  .metadata = true },
+	{ .name = "stat", .unit = OPSPS, .run = meta_stat, .matters = true, .metadata = true },
+	{ .name = "unlink", .unit = OPSPS, .run = meta_unlink, .matters = true, .metadata = true },
 };
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
 
+/* Each repetition starts with a different mount, so that nothing that
+ * depends on the order (what ran just before, a noisy neighbour waking up)
+ * always hits the same column. */
 static void run_row(struct row *r, int rep)
 {
-	for (int f = 0; f < NFS; f++) {
+	for (int i = 0; i < NFS; i++) {
+		int f = (i + rep) % NFS;
+
 		if (!fss[f].dir)
 			continue;
 		fss[f].not_cold = false;
 		r->v[f][rep] = r->run(&fss[f]);
+		if (verbose)
+			fprintf(stderr, "bench: %-30s %-9s rep %d: %.0f\n", r->name,
+				fss[f].label, rep + 1, r->v[f][rep]);
 		if (fss[f].not_cold)
-			r->warm_leak[f] = true;
+			r->stayed_cached[f] = true;
 	}
 }
 
-/* The FUSE entry and attribute timeout is 1 s on both FUSE mounts. */
-static void wait_timeouts(void)
+/*
+ * Evict unused dentries and inodes everywhere, so that each name on a FUSE
+ * mount costs a LOOKUP again whatever entry timeout its daemon chose (hmmfs
+ * and fuse_min need not agree).  The FORGETs this sends are given time to
+ * drain so that they do not run inside the timed loop.  tmpfs keeps its
+ * dentries: they are its directory.  Context: not timed.
+ */
+static void drop_dentries(void)
 {
-	sleep_s(1.2);
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+
+	if (fd < 0 || write(fd, "2", 1) != 1)
+		die("drop_caches: %s", strerror(errno));
+	close(fd);
+	sleep_s(0.3);
 }
 
 static void run_all(void)
 {
 	for (int rep = 0; rep < reps; rep++) {
 		for (size_t i = 0; i < NROWS; i++) {
-			if (rows[i].run == meta_stat || rows[i].run == meta_unlink)
-				wait_timeouts();
+			if (rows[i].metadata)
+				drop_dentries();
 			run_row(&rows[i], rep);
 		}
 		fprintf(stderr, "bench: repetition %d of %d done\n", rep + 1, reps);
@@ -538,7 +561,10 @@ static void print_header(void)
 	}
 	printf("cold = page cache dropped (fsync, fadvise DONTNEED, checked with mincore); "
 	       "tmpfs has no cold state\n");
-	printf("rows marked '<' : hmmfs below 0.8 x fuse_min\n\n");
+	printf("create+close, stat, unlink: one file each, dentries dropped first "
+	       "(a LOOKUP each on FUSE)\n");
+	printf("'<' marks a row where hmmfs is below 0.8 x fuse_min "
+	       "(warm rows, served by the page cache alone, are not marked)\n\n");
 }
 
 static void print_cell(double v)
@@ -568,7 +594,7 @@ static void print_table(void)
 
 		for (int f = 0; f < NFS; f++)
 			m[f] = fss[f].dir ? median(r->v[f], reps) : -1;
-		slow = r->cold && m[0] >= 0 && m[2] > 0 && m[0] / m[2] < 0.8;
+		slow = r->matters && m[0] >= 0 && m[2] > 0 && m[0] / m[2] < 0.8;
 		printf("%-30s %-5s", r->name, r->unit == MBPS ? "MB/s" : "ops/s");
 		for (int f = 0; f < NFS; f++)
 			print_cell(m[f]);
@@ -576,7 +602,7 @@ static void print_table(void)
 		print_ratio(m[0], m[1]);
 		printf("%s", slow ? "  <" : "");
 		for (int f = 0; f < NFS; f++)
-			if (r->warm_leak[f])
+			if (r->stayed_cached[f])
 				printf("  (%s: pages stayed cached)", fss[f].label);
 		printf("\n");
 	}
@@ -585,7 +611,7 @@ static void print_table(void)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: bench [-s SIZE] [-n OPS] [-r REPS] HMMFS_DIR TMPFS_DIR FUSE_MIN_DIR\n"
+	fprintf(out, "usage: bench [-v] [-s SIZE] [-n OPS] [-r REPS] HMMFS_DIR TMPFS_DIR FUSE_MIN_DIR\n"
 		     "  a directory given as '-' skips that column\n");
 }
 
@@ -594,7 +620,7 @@ int main(int argc, char **argv)
 	uint64_t seed = 0x2545f4914f6cdd1dull;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "s:n:r:h")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:r:vh")) != -1) {
 		switch (opt) {
 		case 's':
 			file_size = parse_size(optarg);
@@ -608,6 +634,9 @@ int main(int argc, char **argv)
 			reps = atoi(optarg);
 			if (reps < 1 || reps > MAX_REPS)
 				die("bad -r '%s' (1 to %d)", optarg, MAX_REPS);
+			break;
+		case 'v':
+			verbose = true;
 			break;
 		case 'h':
 			usage(stdout);

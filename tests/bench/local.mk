@@ -3,7 +3,8 @@
 # bench measures hmmfs against a tmpfs and against fuse_min, the smallest
 # reasonable FUSE filesystem (the ceiling for any FUSE daemon), in one run,
 # and prints the ratios.  run.sh mounts the three and cleans up; it needs
-# root.  Neither program is installed.
+# root.  Neither program is installed.  BENCH_FLAGS passes options to
+# bench (e.g. BENCH_FLAGS='-v -r 5'); see run.sh for its environment.
 noinst_PROGRAMS += tests/bench/fuse_min tests/bench/bench
 
 tests_bench_fuse_min_SOURCES = tests/bench/fuse_min.c
@@ -15,7 +16,7 @@ tests_bench_bench_SOURCES = tests/bench/bench.c
 EXTRA_DIST += tests/bench/run.sh
 
 .PHONY: bench
-bench: all
+bench: hmmfs/hmmfs$(EXEEXT) tests/bench/fuse_min$(EXEEXT) tests/bench/bench$(EXEEXT)
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh \
 		$(abs_top_builddir)/hmmfs/hmmfs$(EXEEXT) \
 		$(abs_top_builddir)/tests/bench/fuse_min$(EXEEXT) \

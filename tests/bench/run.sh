@@ -82,7 +82,9 @@ cleanup() {
 		umount "$tmpfs_dir" 2>/dev/null || umount -l "$tmpfs_dir" 2>/dev/null
 		rmdir "$tmpfs_dir" 2>/dev/null
 	fi
-	hmmfs_dir= fuse_min_dir= tmpfs_dir=
+	hmmfs_dir=''
+	fuse_min_dir=''
+	tmpfs_dir=''
 }
 trap cleanup EXIT
 trap 'exit 130' INT
