@@ -217,7 +217,6 @@ void hmmfs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		   struct fuse_file_info *fi);
 void hmmfs_ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		    size_t size, off_t off, struct fuse_file_info *fi);
-void hmmfs_ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void hmmfs_ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		    struct fuse_file_info *fi);
 void hmmfs_ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,

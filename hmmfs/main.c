@@ -61,7 +61,6 @@ static const struct fuse_lowlevel_ops hmmfs_ops = {
 	.open = hmmfs_ll_open,
 	.read = hmmfs_ll_read,
 	.write = hmmfs_ll_write,
-	.flush = hmmfs_ll_flush,
 	.release = hmmfs_ll_release,
 	.fsync = hmmfs_ll_fsync,
 	.readdir = hmmfs_ll_readdir,

@@ -58,8 +58,9 @@ void hmm__radix_truncate(struct hmm__radix *r, uint64_t first,
  * pool.c - a memory pool of fixed capacity, handed out in pages.
  *
  * Pages come from 2 MiB (or page-sized, if larger) chunks mapped on demand,
- * optionally bound to a NUMA node.  A chunk whose pages are all free goes
- * back to the system, so memory use follows the data held.
+ * optionally bound to a NUMA node.  Up to 32 MiB of chunks whose pages are
+ * all free stay mapped for reuse; beyond that they go back to the system,
+ * so memory use follows the data held.
  *
  * Invariant: used_pages == sum over chunks of (pages_per_chunk - nfree)
  *            and used_pages <= capacity_pages.
@@ -78,6 +79,7 @@ struct hmm__pool {
 	struct hmm__radix chunks;    /* chunk address >> chunk shift -> chunk; protected by lock */
 	unsigned chunk_shift;
 	uint64_t nchunks;            /* protected by lock */
+	uint64_t nempty;             /* chunks with every page free; protected by lock */
 };
 
 /*

@@ -4,9 +4,9 @@
  *
  * Memory is mapped in chunks as pages are needed and each chunk keeps its own
  * free list, threaded through the free pages themselves.  A chunk whose pages
- * are all free is unmapped unless it is the only one with free pages, so a
- * pool's resident memory follows what it holds without thrashing at the
- * boundary of a chunk.
+ * are all free is unmapped once more than POOL_SPARE_BYTES of such chunks
+ * are kept, so a pool's resident memory follows what it holds without
+ * remapping memory every time a file is freed and written again.
  */
 #include "config.h"
 #include "hmm-internal.h"
@@ -19,6 +19,13 @@
 #include <unistd.h>
 
 #define POOL_MIN_CHUNK (2u << 20)
+/* Empty chunks kept mapped for reuse, so freeing and refilling a file does
+ * not pay for mapping and faulting memory in again. */
+#define POOL_SPARE_BYTES (32u << 20)
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 struct hmm__chunk {
 	void *base;
@@ -98,10 +105,11 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p)
 		munmap(raw, (size_t)(base - raw));
 	if (base + size < raw + 2 * size)
 		munmap(base + size, (size_t)(raw + 2 * size - (base + size)));
-	/* Huge pages make first touch of a chunk one fault instead of 512. */
-	madvise(base, size, MADV_HUGEPAGE);
 	if (p->numa_node >= 0 && numa_available() >= 0)
 		numa_tonode_memory(base, size, p->numa_node);
+	/* Fault the whole chunk in at once rather than a page at a time in
+	 * whoever first writes to it (a no-op before Linux 5.14). */
+	madvise(base, size, MADV_POPULATE_WRITE);
 	c->base = base;
 	c->nfresh = size / p->page_size;
 	if (hmm__radix_insert(&p->chunks, (uintptr_t)base >> p->chunk_shift, c) < 0) {
@@ -115,6 +123,7 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p)
 
 int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed)
 {
+	size_t per_chunk = p->chunk_size / p->page_size;
 	struct hmm__chunk *c;
 	void *pg;
 
@@ -131,7 +140,10 @@ int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed)
 			return -ENOMEM;
 		}
 		partial_add(p, c);
+		p->nempty++;
 	}
+	if (c->nfree + c->nfresh == per_chunk)
+		p->nempty--;
 	if (c->free) {
 		pg = c->free;
 		c->free = *(void **)pg;
@@ -140,7 +152,6 @@ int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed)
 	} else {
 		/* Never handed out since the chunk was mapped: still zero. */
 		*zeroed = true;
-		size_t per_chunk = p->chunk_size / p->page_size;
 		pg = (char *)c->base + (per_chunk - c->nfresh) * p->page_size;
 		c->nfresh--;
 	}
@@ -166,9 +177,13 @@ void hmm__pool_free(struct hmm__pool *p, void *page)
 	c->free = page;
 	c->nfree++;
 	p->used_pages--;
-	if (c->nfree + c->nfresh == per_chunk && (p->partial != c || c->next)) {
-		partial_remove(c);
-		chunk_unmap(p, c);
+	if (c->nfree + c->nfresh == per_chunk) {
+		if (p->nempty * p->chunk_size >= POOL_SPARE_BYTES) {
+			partial_remove(c);
+			chunk_unmap(p, c);
+		} else {
+			p->nempty++;
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -198,6 +213,7 @@ void hmm__pool_destroy(struct hmm__pool *p)
 	hmm__radix_truncate(&p->chunks, 0, unmap_one, p);
 	p->partial = NULL;
 	p->nchunks = 0;
+	p->nempty = 0;
 	pthread_mutex_destroy(&p->lock);
 }
 
