@@ -255,7 +255,7 @@ int main(int argc, char *argv[])
 	if (fuse_parse_cmdline(&args, &cmd) != 0)
 		goto out; /* libfuse printed the reason */
 	if (cmd.show_help) {
-		usage(argv[0]);
+		usage(program_invocation_short_name);
 		ret = 0;
 		goto out;
 	}
