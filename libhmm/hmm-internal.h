@@ -7,7 +7,9 @@
  *
  * Lock order (outermost first).  A thread holding a lock may only take locks
  * that appear below it:
- *   1. hmm__pool.lock      (leaf: never held while calling out)
+ *   1. hmm__fence.lock     (leaf)
+ *   2. DMA engine queue locks (leaf; dma.c)
+ *   3. hmm__pool.lock      (leaf: never held while calling out)
  */
 #ifndef HMM_INTERNAL_H
 #define HMM_INTERNAL_H
@@ -102,6 +104,78 @@ int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed);
 void hmm__pool_free(struct hmm__pool *p, void *page);
 /* Pages in use now. Context: takes p->lock. */
 uint64_t hmm__pool_used(struct hmm__pool *p);
+
+/* ------------------------------------------------------------------------
+ * dma.c - DMA engines: copy threads, each with a queue, that model a
+ * device's copy engines and, optionally, the interconnect's bandwidth and
+ * latency.  Copies complete asynchronously; a fence tracks a batch and is
+ * waited on.
+ *
+ * A batch submitted to a struct hmm__dma is spread over its engines in
+ * contiguous shares so that N engines copy a large batch about N times as
+ * fast as one; each engine serves its queue in order.
+ *
+ * Throttling, per engine: a copy of n bytes occupies its engine for at least
+ * latency_ns + n * 1e9 / bw nanoseconds (bw == 0: no bandwidth limit,
+ * latency_ns == 0: none), measured from when the engine starts it; an engine
+ * never sleeps for time it has already spent copying.  So with bw set, one
+ * engine's achieved bandwidth on large copies is bw, not bw plus memcpy.
+ * ------------------------------------------------------------------------ */
+struct hmm__dma;
+
+struct hmm__dma_copy {
+	void *dst;
+	const void *src;
+	size_t len;
+};
+
+/*
+ * A fence: counts the pieces of a batch still to copy.  Caller-allocated;
+ * one fence may cover several submissions (hmm__dma_submit adds to it).
+ */
+struct hmm__fence {
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	uint64_t pending; /* protected by lock */
+};
+
+void hmm__fence_init(struct hmm__fence *f);
+/* Block until every copy submitted against f is complete. Context: may sleep. */
+void hmm__fence_wait(struct hmm__fence *f);
+/* True if every copy submitted against f is complete (does not block). */
+bool hmm__fence_done(struct hmm__fence *f);
+/* Context: the fence must be complete (pending == 0). */
+void hmm__fence_destroy(struct hmm__fence *f);
+
+/*
+ * hmm__dma_create() - start nengines copy threads.
+ * @bw: bytes per second per engine, 0 for unthrottled.
+ * @latency_ns: added to every copy, 0 for none.
+ * @numa_node: node to run the engine threads on, or -1.
+ * Return: 0, -EINVAL (nengines == 0 or > 64), -ENOMEM, -EAGAIN (no threads).
+ */
+int hmm__dma_create(unsigned nengines, uint64_t bw, uint64_t latency_ns,
+		    int numa_node, struct hmm__dma **out);
+/* Wait for all queued copies, stop the threads, free. */
+void hmm__dma_destroy(struct hmm__dma *dma);
+/*
+ * hmm__dma_submit() - queue n copies (none may overlap another's dst) and
+ * account them to fence f, which must have been initialised.  Returns at
+ * once; the copies run on the engines.
+ * Return: 0, -ENOMEM (nothing was queued).
+ */
+int hmm__dma_submit(struct hmm__dma *dma, const struct hmm__dma_copy *copies,
+		    size_t n, struct hmm__fence *f);
+/* Copy synchronously through the engines: submit and wait. */
+int hmm__dma_copy_sync(struct hmm__dma *dma, const struct hmm__dma_copy *copies, size_t n);
+
+struct hmm__dma_stats {
+	uint64_t copies;   /* copy descriptors completed */
+	uint64_t bytes;    /* bytes copied */
+	uint64_t busy_ns;  /* sum over engines of time spent on copies, throttling included */
+};
+void hmm__dma_stats(struct hmm__dma *dma, struct hmm__dma_stats *st);
+unsigned hmm__dma_engines(const struct hmm__dma *dma);
 
 /* Parse "123", "4K", "16M", "2G", "1T" (powers of 1024). Return: 0 or -EINVAL/-ERANGE. */
 int hmm__parse_size(const char *s, uint64_t *out);
