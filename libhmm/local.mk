@@ -5,7 +5,10 @@ noinst_LTLIBRARIES += libhmm/libhmm-core.la
 libhmm_libhmm_core_la_SOURCES = \
 	libhmm/hmm-internal.h \
 	libhmm/radix.c \
-	libhmm/pool.c
+	libhmm/pool.c \
+	libhmm/dma.c \
+	libhmm/device.c \
+	libhmm/residency.c
 libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 

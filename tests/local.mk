@@ -27,7 +27,8 @@ CRITERION_TESTS = \
 	tests/test_mmap \
 	tests/test_capacity \
 	tests/test_concurrency \
-	tests/test_options
+	tests/test_options \
+	tests/test_dma
 check_PROGRAMS += $(CRITERION_TESTS)
 TESTS += $(CRITERION_TESTS)
 TESTS_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) -I$(top_srcdir)/tests
@@ -57,6 +58,10 @@ tests_test_concurrency_LDADD = $(TESTS_LDADD)
 tests_test_options_SOURCES = tests/test_options.c
 tests_test_options_CFLAGS = $(TESTS_CFLAGS)
 tests_test_options_LDADD = $(TESTS_LDADD)
+# test_dma tests libhmm's internals, so it links the core library directly.
+tests_test_dma_SOURCES = tests/test_dma.c
+tests_test_dma_CFLAGS = $(TESTS_CFLAGS)
+tests_test_dma_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 else
 check-local: no-criterion
 no-criterion:
