@@ -88,8 +88,17 @@ void hmmfs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	hmmfs_accessed(inode);
 	hmmfs_inode_pin(inode);
 	pthread_rwlock_rdlock(&inode->data_lock);
-	n = hmmfs_pages_iov(inode, (uint64_t)off, size, iov, max_iov);
-	if (n)
+	if (hmmfs_pages_need_fault(inode, (uint64_t)off, size)) {
+		/* A CPU read of private-device pages: bring the whole range back
+		 * (the kernel's readahead window) under the write lock; pages
+		 * being migrated stay where they are. */
+		pthread_rwlock_unlock(&inode->data_lock);
+		pthread_rwlock_wrlock(&inode->data_lock);
+		err = hmmfs_pages_fault_in(inode, (uint64_t)off, size);
+	}
+	if (err)
+		fuse_reply_err(req, -err);
+	else if ((n = hmmfs_pages_iov(inode, (uint64_t)off, size, iov, max_iov)))
 		fuse_reply_iov(req, iov, (int)n);
 	else
 		fuse_reply_buf(req, NULL, 0);
@@ -119,7 +128,7 @@ void hmmfs_ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	if (size > HMMFS_MAX_FILESIZE - (uint64_t)off)
 		size = (size_t)(HMMFS_MAX_FILESIZE - (uint64_t)off);
 	pthread_rwlock_wrlock(&inode->data_lock);
-	err = hmmfs_pages_write(inode, buf, size, (uint64_t)off, &written);
+	err = hmmfs_pages_write(inode, buf, size, (uint64_t)off, fi && fi->writepage, &written);
 	pthread_rwlock_unlock(&inode->data_lock);
 	if (err) {
 		fuse_reply_err(req, -err);
@@ -161,7 +170,7 @@ void hmmfs_ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 	}
 	pthread_rwlock_wrlock(&inode->data_lock);
 	if (punch) {
-		hmmfs_pages_punch(inode, off, len);
+		err = hmmfs_pages_punch(inode, off, len);
 	} else {
 		err = hmmfs_pages_allocate(inode, off, len);
 		if (!err && !(mode & FALLOC_FL_KEEP_SIZE) && off + len > inode->file.size) {
@@ -227,14 +236,18 @@ static int copy_range(struct hmmfs_inode *in, uint64_t off_in,
 		if (chunk == ps && hmmfs_pages_range_is_hole(in, off_in + done, chunk)) {
 			/* A hole over a whole destination page: punch, don't allocate. */
 			uint64_t size = out->file.size;
-			hmmfs_pages_punch(out, dst, chunk);
+			err = hmmfs_pages_punch(out, dst, chunk);
+			if (err)
+				break;
 			if (dst + chunk > size)
 				out->file.size = dst + chunk;
 			done += chunk;
 			continue;
 		}
-		hmmfs_pages_read(in, off_in + done, chunk, bounce);
-		err = hmmfs_pages_write(out, bounce, chunk, dst, &n);
+		err = hmmfs_pages_read(in, off_in + done, chunk, bounce);
+		if (err)
+			break;
+		err = hmmfs_pages_write(out, bounce, chunk, dst, false, &n);
 		done += n;
 		if (err || n < chunk)
 			break;
@@ -273,15 +286,16 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	if (len > HMMFS_MAX_FILESIZE - (uint64_t)off_out)
 		len = (size_t)(HMMFS_MAX_FILESIZE - (uint64_t)off_out);
 
-	/* Lock order for two files: the lower address first. */
+	/* Lock order for two files: the lower address first.  Both for
+	 * writing: reading the source may bring its pages back from a device. */
 	if (in == out) {
 		pthread_rwlock_wrlock(&out->data_lock);
 	} else if (in < out) {
-		pthread_rwlock_rdlock(&in->data_lock);
+		pthread_rwlock_wrlock(&in->data_lock);
 		pthread_rwlock_wrlock(&out->data_lock);
 	} else {
 		pthread_rwlock_wrlock(&out->data_lock);
-		pthread_rwlock_rdlock(&in->data_lock);
+		pthread_rwlock_wrlock(&in->data_lock);
 	}
 	if ((uint64_t)off_in < in->file.size) {
 		if (len > in->file.size - (uint64_t)off_in)

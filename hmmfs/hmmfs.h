@@ -132,9 +132,17 @@ struct hmmfs_inode {
 	pthread_rwlock_t data_lock;
 };
 
+/* The most devices one mount can have. */
+#define HMMFS_MAX_DEVICES 64
+
 struct hmmfs_fs {
 	struct fuse_session *se;
 	struct hmm__pool host;     /* host RAM holding file data */
+	int host_node;             /* NUMA node of host RAM, or -1 */
+	unsigned ndevices;
+	struct hmm__device *devices[HMMFS_MAX_DEVICES];
+	bool evict_lru;            /* evict=lru (else none) */
+	struct hmm__mem mem;       /* host RAM and the devices, for residency */
 	size_t page_size;
 	unsigned page_shift;
 	char *zero_page;           /* page_size zero bytes, for replies over holes */
@@ -196,14 +204,21 @@ void hmmfs_ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 void hmmfs_ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		      struct fuse_file_info *fi);
 
-/* pages.c: a regular file's data.  Callers hold inode->data_lock. */
+/*
+ * pages.c: a regular file's data.  Callers hold inode->data_lock, for
+ * writing when the function changes the file or may move pages (every
+ * function that touches page contents brings private-device pages back to
+ * host RAM first: that is a CPU access).
+ */
+int hmmfs_pages_fault_in(struct hmmfs_inode *f, uint64_t off, size_t size);
+bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size);
 int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
-		      uint64_t off, size_t *written);
+		      uint64_t off, bool writeback, size_t *written);
 size_t hmmfs_pages_iov(struct hmmfs_inode *f, uint64_t off, size_t size,
 		       struct iovec *iov, size_t max_iov);
-void hmmfs_pages_read(struct hmmfs_inode *f, uint64_t off, size_t size, char *buf);
-void hmmfs_pages_truncate(struct hmmfs_inode *f, uint64_t size);
-void hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len);
+int hmmfs_pages_read(struct hmmfs_inode *f, uint64_t off, size_t size, char *buf);
+int hmmfs_pages_truncate(struct hmmfs_inode *f, uint64_t size);
+int hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len);
 int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len);
 int64_t hmmfs_pages_seek(struct hmmfs_inode *f, uint64_t off, int whence);
 void hmmfs_pages_free_all(struct hmmfs_inode *f);
@@ -227,6 +242,13 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			      struct fuse_file_info *fi_in, fuse_ino_t ino_out,
 			      off_t off_out, struct fuse_file_info *fi_out,
 			      size_t len, int flags);
+
+/* migrate.c */
+int hmmfs_migrate_start(void);
+void hmmfs_migrate_stop(void);
+void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		    struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		    size_t in_bufsz, size_t out_bufsz);
 
 /* xattr.c */
 void hmmfs_ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,

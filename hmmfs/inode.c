@@ -299,6 +299,7 @@ void hmmfs_ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
 	struct timespec now;
 	struct stat st;
+	int err;
 
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (S_ISDIR(inode->type)) {
@@ -318,8 +319,12 @@ void hmmfs_ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			return;
 		}
 		pthread_rwlock_wrlock(&inode->data_lock);
-		hmmfs_pages_truncate(inode, (uint64_t)attr->st_size);
+		err = hmmfs_pages_truncate(inode, (uint64_t)attr->st_size);
 		pthread_rwlock_unlock(&inode->data_lock);
+		if (err) {
+			fuse_reply_err(req, -err);
+			return;
+		}
 	}
 
 	hmmfs_now(&now);

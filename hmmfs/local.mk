@@ -7,6 +7,7 @@ hmmfs_hmmfs_SOURCES = \
 	hmmfs/dir.c \
 	hmmfs/pages.c \
 	hmmfs/file.c \
-	hmmfs/xattr.c
+	hmmfs/xattr.c \
+	hmmfs/migrate.c
 hmmfs_hmmfs_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)
 hmmfs_hmmfs_LDADD = libhmm/libhmm-core.la $(FUSE_LIBS) $(NUMA_LIBS)

@@ -24,6 +24,15 @@
 struct options {
 	char *host_mem;
 	char *page_size;
+	char *devices;
+	char *device_mem;
+	char *device_type;
+	char *host_node;
+	char *device_node;
+	char *dma_engines;
+	char *dma_bw;
+	char *dma_latency;
+	char *evict;
 	char *nr_inodes;
 	char *mode;
 	char *uid;
@@ -37,6 +46,15 @@ struct options {
 static const struct fuse_opt hmmfs_opts[] = {
 	OPT("host_mem=%s", host_mem),
 	OPT("page_size=%s", page_size),
+	OPT("devices=%s", devices),
+	OPT("device_mem=%s", device_mem),
+	OPT("device_type=%s", device_type),
+	OPT("host_node=%s", host_node),
+	OPT("device_node=%s", device_node),
+	OPT("dma_engines=%s", dma_engines),
+	OPT("dma_bw=%s", dma_bw),
+	OPT("dma_latency=%s", dma_latency),
+	OPT("evict=%s", evict),
 	OPT("nr_inodes=%s", nr_inodes),
 	OPT("mode=%s", mode),
 	OPT("uid=%s", uid),
@@ -73,6 +91,7 @@ static const struct fuse_lowlevel_ops hmmfs_ops = {
 	.fallocate = hmmfs_ll_fallocate,
 	.lseek = hmmfs_ll_lseek,
 	.copy_file_range = hmmfs_ll_copy_file_range,
+	.ioctl = hmmfs_ll_ioctl,
 };
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -105,9 +124,22 @@ static void usage(const char *prog)
 	       "    -o nr_inodes=N        most inodes (default: host_mem / 4096, at least 1024)\n"
 	       "    -o mode=OCTAL         permissions of the root directory (default: 1777)\n"
 	       "    -o uid=N,gid=N        owner of the root directory (default: the caller)\n"
-	       "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n"
+	       "    -o host_node=N        NUMA node of host RAM (default: no placement)\n"
+	       "\n"
+	       "Simulated devices:\n"
+	       "    -o devices=N          number of devices, 0 to %d (default: 0)\n"
+	       "    -o device_mem=SIZE    memory of each device (default: 1G)\n"
+	       "    -o device_type=T[:T...]  private or coherent, one for all or one per\n"
+	       "                          device (default: private)\n"
+	       "    -o device_node=N[:N...]  NUMA node of device memory, one or one per device\n"
+	       "    -o dma_engines=N      DMA engines per device, 1 to 64 (default: 1)\n"
+	       "    -o dma_bw=RATE        bytes per second per engine (default: unthrottled)\n"
+	       "    -o dma_latency=USEC   added to every DMA transfer (default: 0)\n"
+	       "    -o evict=lru|none     when a device is full: move its least recently used\n"
+	       "                          pages to host RAM, or fail with ENOSPC (default: lru)\n"
+	       "SIZE and RATE are numbers with an optional K, M, G or T suffix (powers of 1024).\n"
 	       "Permission checks are always done by the kernel (default_permissions).\n"
-	       "\n", prog);
+	       "\n", prog, HMMFS_MAX_DEVICES);
 	printf("General options:\n");
 	fuse_cmdline_help();
 	printf("\nFUSE options:\n");
@@ -150,12 +182,157 @@ static int parse_uint_opt(const char *name, const char *value, int base,
 	return 0;
 }
 
+/*
+ * Split a ':'-separated list of values, one for every device or one per
+ * device, into per-device strings.  Return: 0 or -1 after a message.
+ */
+static int split_per_device(const char *name, const char *value, unsigned ndevices,
+			    char *out[HMMFS_MAX_DEVICES], char *buf, size_t bufsize)
+{
+	unsigned n = 0;
+	char *save, *tok;
+
+	if (strlen(value) >= bufsize)
+		return fail("%s=%s is too long", name, value);
+	strcpy(buf, value);
+	for (tok = strtok_r(buf, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+		if (n == HMMFS_MAX_DEVICES)
+			return fail("%s=%s has more values than devices (%u)", name, value, ndevices);
+		out[n++] = tok;
+	}
+	if (n == 0 || value[0] == ':' || value[strlen(value) - 1] == ':' || strstr(value, "::"))
+		return fail("invalid %s value '%s'", name, value);
+	if (n == 1) {
+		for (unsigned i = 1; i < ndevices; i++)
+			out[i] = out[0];
+	} else if (n != ndevices) {
+		return fail("%s=%s gives %u values for %u devices: give one, or one per device",
+			    name, value, n, ndevices);
+	}
+	return 0;
+}
+
+static int parse_node_opt(const char *name, const char *value, int *node)
+{
+	unsigned long n;
+
+	if (parse_uint_opt(name, value, 10, 4095, &n))
+		return -1;
+	if (!hmm__numa_node_exists((int)n))
+		return fail("%s=%s: no such NUMA node on this machine", name, value);
+	*node = (int)n;
+	return 0;
+}
+
+/* Parse the device options into one configuration per device. */
+static int parse_devices(const struct options *o, size_t page_size,
+			 struct hmm__device_config cfg[HMMFS_MAX_DEVICES], unsigned *ndevices)
+{
+	const char *device_opts[] = { o->device_mem, o->device_type, o->device_node,
+				      o->dma_engines, o->dma_bw, o->dma_latency, o->evict };
+	static const char *const device_opt_names[] = { "device_mem", "device_type",
+		"device_node", "dma_engines", "dma_bw", "dma_latency", "evict" };
+	char *per[HMMFS_MAX_DEVICES], buf[1024];
+	unsigned long n = 0, engines = 1, latency_us = 0;
+	uint64_t mem = 1ULL << 30, bw = 0;
+
+	if (o->devices && parse_uint_opt("devices", o->devices, 10, HMMFS_MAX_DEVICES, &n))
+		return -1;
+	*ndevices = (unsigned)n;
+	if (n == 0) {
+		for (size_t i = 0; i < sizeof(device_opts) / sizeof(device_opts[0]); i++)
+			if (device_opts[i])
+				return fail("%s is given but there are no devices (add devices=N)",
+					    device_opt_names[i]);
+		return 0;
+	}
+	if (o->device_mem && parse_size_opt("device_mem", o->device_mem, &mem))
+		return -1;
+	if (mem < page_size)
+		return fail("device_mem=%s is smaller than one page (%zu bytes)",
+			    o->device_mem, page_size);
+	if (o->dma_engines && parse_uint_opt("dma_engines", o->dma_engines, 10, 64, &engines))
+		return -1;
+	if (engines == 0)
+		return fail("dma_engines must be at least 1");
+	if (o->dma_bw) {
+		if (parse_size_opt("dma_bw", o->dma_bw, &bw))
+			return -1;
+		if (bw == 0)
+			return fail("dma_bw must be more than 0 bytes per second (leave it out for no limit)");
+	}
+	if (o->dma_latency &&
+	    parse_uint_opt("dma_latency", o->dma_latency, 10, 60UL * 1000 * 1000, &latency_us))
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		cfg[i].type = HMM__DEVICE_PRIVATE;
+		cfg[i].capacity = mem;
+		cfg[i].page_size = page_size;
+		cfg[i].numa_node = -1;
+		cfg[i].dma_engines = (unsigned)engines;
+		cfg[i].dma_bw = bw;
+		cfg[i].dma_latency_ns = (uint64_t)latency_us * 1000;
+	}
+	if (o->device_type) {
+		if (split_per_device("device_type", o->device_type, (unsigned)n, per, buf, sizeof(buf)))
+			return -1;
+		for (unsigned i = 0; i < n; i++) {
+			if (!strcmp(per[i], "private"))
+				cfg[i].type = HMM__DEVICE_PRIVATE;
+			else if (!strcmp(per[i], "coherent"))
+				cfg[i].type = HMM__DEVICE_COHERENT;
+			else
+				return fail("invalid device_type '%s': expected private or coherent", per[i]);
+		}
+	}
+	if (o->device_node) {
+		if (split_per_device("device_node", o->device_node, (unsigned)n, per, buf, sizeof(buf)))
+			return -1;
+		for (unsigned i = 0; i < n; i++)
+			if (parse_node_opt("device_node", per[i], &cfg[i].numa_node))
+				return -1;
+	}
+	if (o->evict && strcmp(o->evict, "lru") && strcmp(o->evict, "none"))
+		return fail("invalid evict value '%s': expected lru or none", o->evict);
+	return 0;
+}
+
+/* The devices asked for, checked by setup_fs() and made by start_devices(). */
+static struct hmm__device_config device_cfg[HMMFS_MAX_DEVICES];
+static unsigned ndevice_cfg;
+
+/*
+ * Create the devices and start the migration thread.  Called once mounted
+ * and daemonized: the devices' DMA engines are threads, and fork() keeps
+ * only the thread that calls it.  Their options were checked before
+ * mounting, so only a lack of memory or threads can fail here.
+ */
+static int start_devices(void)
+{
+	int err;
+
+	for (unsigned i = 0; i < ndevice_cfg; i++) {
+		err = hmm__device_create(i, &device_cfg[i], &hmmfs.devices[i]);
+		if (err)
+			return fail("cannot set up device %u: %s", i, strerror(-err));
+		hmmfs.ndevices = i + 1;
+	}
+	hmmfs.mem.ndevices = hmmfs.ndevices;
+	err = hmmfs_migrate_start();
+	if (err)
+		return fail("cannot start the migration thread: %s", strerror(-err));
+	return 0;
+}
+
 /* Check every hmmfs option and set up the filesystem; nothing is mounted yet. */
 static int setup_fs(const struct options *o)
 {
 	long sys_page = sysconf(_SC_PAGESIZE);
 	uint64_t host_mem, page_size = (uint64_t)sys_page, nr_inodes;
 	unsigned long mode = 01777, uid = getuid(), gid = getgid();
+	struct hmm__device_config cfg[HMMFS_MAX_DEVICES];
+	unsigned ndevices = 0;
+	int host_node = -1;
 	int err;
 
 	host_mem = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sys_page / 2;
@@ -180,6 +357,10 @@ static int setup_fs(const struct options *o)
 		if (nr_inodes == 0)
 			return fail("nr_inodes must be at least 1 (the root directory)");
 	}
+	if (o->host_node && parse_node_opt("host_node", o->host_node, &host_node))
+		return -1;
+	if (parse_devices(o, (size_t)page_size, cfg, &ndevices))
+		return -1;
 	if (o->mode && parse_uint_opt("mode", o->mode, 8, 07777, &mode))
 		return -1;
 	if (o->uid && parse_uint_opt("uid", o->uid, 10, UINT32_MAX - 1, &uid))
@@ -196,9 +377,17 @@ static int setup_fs(const struct options *o)
 	hmmfs.zero_page = calloc(1, hmmfs.page_size);
 	if (!hmmfs.zero_page)
 		return fail("out of memory");
-	err = hmm__pool_init(&hmmfs.host, hmmfs.page_size, host_mem, -1);
+	hmmfs.host_node = host_node;
+	hmmfs.evict_lru = !o->evict || !strcmp(o->evict, "lru");
+	err = hmm__pool_init(&hmmfs.host, hmmfs.page_size, host_mem, host_node);
 	if (err)
 		return fail("cannot set up host memory: %s", strerror(-err));
+	/* The devices are created by start_devices(), after daemonizing. */
+	memcpy(device_cfg, cfg, sizeof(cfg[0]) * ndevices);
+	ndevice_cfg = ndevices;
+	hmmfs.mem.host = &hmmfs.host;
+	hmmfs.mem.devices = hmmfs.devices;
+	hmmfs.mem.page_size = hmmfs.page_size;
 	pthread_rwlock_init(&hmmfs.ns_lock, NULL);
 	pthread_mutex_init(&hmmfs.ref_lock, NULL);
 	err = hmmfs_inode_new(S_IFDIR | (mode_t)mode, (uid_t)uid, (gid_t)gid, 0, &hmmfs.root);
@@ -213,6 +402,9 @@ static int setup_fs(const struct options *o)
 static void teardown_fs(void)
 {
 	hmmfs_destroy_all();
+	for (unsigned i = 0; i < hmmfs.ndevices; i++)
+		hmm__device_destroy(hmmfs.devices[i]);
+	hmmfs.ndevices = 0;
 	if (hmmfs.page_size)
 		hmm__pool_destroy(&hmmfs.host);
 	free(hmmfs.zero_page);
@@ -292,6 +484,9 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(se, mountpoint) != 0)
 		goto out_signals;
 	fuse_daemonize(cmd.foreground);
+	hmmfs.se = se;
+	if (start_devices() != 0)
+		goto out_unmount;
 	if (cmd.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
@@ -308,6 +503,8 @@ int main(int argc, char *argv[])
 		}
 	}
 	ret = ret ? 1 : 0;
+	hmmfs_migrate_stop();
+out_unmount:
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
@@ -319,6 +516,15 @@ out:
 	free(cmd.mountpoint);
 	free(o.host_mem);
 	free(o.page_size);
+	free(o.devices);
+	free(o.device_mem);
+	free(o.device_type);
+	free(o.host_node);
+	free(o.device_node);
+	free(o.dma_engines);
+	free(o.dma_bw);
+	free(o.dma_latency);
+	free(o.evict);
 	free(o.nr_inodes);
 	free(o.mode);
 	free(o.uid);

@@ -1,15 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A regular file's data, in pages of fs->page_size taken from the host
- * pool and indexed by page number in a radix tree.  A page that is not in
- * the tree is a hole: it reads as zeros and holds no memory.
+ * A regular file's data: pages of fs->page_size indexed by page number in
+ * a radix tree of struct hmm__page, each living in host RAM or on a device
+ * (libhmm/residency.c).  A page that is not in the tree is a hole: it reads
+ * as zeros and holds no memory anywhere.
  *
- * Invariant: no page lies wholly at or beyond the size (truncation frees
+ * The CPU may touch a page in host RAM or on a coherent device in place.  A
+ * page on a private device must come back to host RAM first: every function
+ * here that reads or writes page contents does that, so the READ, WRITE and
+ * size-changing paths are where a CPU access faults a page back.
+ *
+ * Invariants: no page lies wholly at or beyond the size (truncation frees
  * them), and the bytes of the last page beyond the size are zero, so that
  * growing the file again exposes zeros.
  *
  * Context for every function here: the caller holds f->data_lock, for
- * writing when the function changes the file.
+ * writing unless the function says otherwise.
  */
 #include "config.h"
 #include "hmmfs.h"
@@ -30,9 +36,15 @@ static uint64_t in_page(uint64_t off)
 	return off & (hmmfs.page_size - 1);
 }
 
+static bool cpu_can_touch(const struct hmm__page *pg)
+{
+	return pg->loc == HMM__LOC_HOST ||
+	       hmmfs.devices[pg->loc]->type == HMM__DEVICE_COHERENT;
+}
+
 static void free_page(void *page, void *arg)
 {
-	hmm__pool_free(&hmmfs.host, page);
+	hmm__page_free(&hmmfs.mem, page);
 }
 
 uint64_t hmmfs_pages_count(struct hmmfs_inode *f)
@@ -41,39 +53,152 @@ uint64_t hmmfs_pages_count(struct hmmfs_inode *f)
 }
 
 /*
- * The page at index, allocated if it is a hole.  A new page is zeroed unless
- * the caller is about to overwrite all of it (whole == true).
+ * Bring a private-device page back to host RAM for the CPU.
+ * Return: 0, -ENOSPC (host RAM full), -ENOMEM.
  */
-static int page_get(struct hmmfs_inode *f, uint64_t index, bool whole, char **out)
+static int fault_back(struct hmm__page *pg)
 {
-	char *page = hmm__radix_lookup(&f->file.pages, index);
-	bool zeroed;
-	int err;
+	struct hmm__device *dev = hmmfs.devices[pg->loc];
+	int err = hmm__pages_move(&hmmfs.mem, &pg, 1, HMM__LOC_HOST);
 
-	if (!page) {
-		err = hmm__pool_alloc(&hmmfs.host, (void **)&page, &zeroed);
+	if (!err)
+		__atomic_add_fetch(&dev->counters.cpu_faults, 1, __ATOMIC_RELAXED);
+	return err;
+}
+
+/*
+ * A CPU access to a page being migrated keeps it where it is (see
+ * migrate.c) -- except the write-back that taking the page from the CPU
+ * causes, which must land in the page's current memory and let it move.
+ */
+static void cpu_touched(struct hmm__page *pg, bool writeback)
+{
+	if (pg->state == HMM__PAGE_MOVING && !writeback)
+		pg->state = HMM__PAGE_STABLE;
+}
+
+/* The page at index for the CPU to touch, or NULL for a hole. */
+static int page_for_cpu(struct hmmfs_inode *f, uint64_t index, bool writeback,
+			struct hmm__page **out)
+{
+	struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, index);
+	int err = 0;
+
+	if (pg) {
+		cpu_touched(pg, writeback);
+		if (!cpu_can_touch(pg))
+			err = fault_back(pg);
+	}
+	*out = pg;
+	return err;
+}
+
+/*
+ * The page at index, allocated if it is a hole, ready for the CPU to write.
+ * A new page is zeroed unless the caller overwrites all of it (whole).
+ */
+static int page_get(struct hmmfs_inode *f, uint64_t index, bool whole, bool writeback,
+		    struct hmm__page **out)
+{
+	struct hmm__page *pg;
+	int err = page_for_cpu(f, index, writeback, &pg);
+
+	if (err)
+		return err;
+	if (!pg) {
+		err = hmm__page_new(&hmmfs.mem, whole, &pg);
 		if (err)
 			return err;
-		if (!zeroed && !whole)
-			memset(page, 0, hmmfs.page_size);
-		err = hmm__radix_insert(&f->file.pages, index, page);
+		err = hmm__radix_insert(&f->file.pages, index, pg);
 		if (err) {
-			hmm__pool_free(&hmmfs.host, page);
+			hmm__page_free(&hmmfs.mem, pg);
 			return err;
 		}
 	}
-	*out = page;
+	*out = pg;
 	return 0;
 }
 
 /*
- * hmmfs_pages_write() - copy buf into the file at off, allocating pages.
+ * hmmfs_pages_need_fault() - must the CPU's read of [off, off + size) change
+ * a page first: bring it back from a private device, or stop its migration?
+ * Context: data_lock held for reading suffices.
+ */
+bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size)
+{
+	uint64_t index = page_of(off), last;
+	struct hmm__page *pg;
+
+	if (!hmmfs.ndevices || !size || off >= f->file.size)
+		return false;
+	last = page_of(off + size - 1);
+	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
+		if (!cpu_can_touch(pg) || pg->state == HMM__PAGE_MOVING)
+			return true;
+		index++;
+	}
+	return false;
+}
+
+/*
+ * hmmfs_pages_fault_in() - bring every private-device page of the range
+ * back to host RAM, one DMA batch per device, so that pages the kernel reads
+ * ahead together come back together.
+ * Return: 0, -ENOSPC (host RAM full), -ENOMEM.
+ */
+int hmmfs_pages_fault_in(struct hmmfs_inode *f, uint64_t off, size_t size)
+{
+	uint64_t index, last;
+	struct hmm__page *pg;
+	int err = 0;
+
+	if (!size || off >= f->file.size)
+		return 0;
+	last = page_of(off + size - 1);
+	index = page_of(off);
+	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
+		cpu_touched(pg, false);
+		index++;
+	}
+	for (unsigned d = 0; d < hmmfs.ndevices && !err; d++) {
+		struct hmm__page *batch[256];
+		size_t n = 0;
+
+		if (hmmfs.devices[d]->type != HMM__DEVICE_PRIVATE)
+			continue;
+		index = page_of(off);
+		while ((pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
+			if (pg->loc == (int)d)
+				batch[n++] = pg;
+			if (n == 256) {
+				err = hmm__pages_move(&hmmfs.mem, batch, n, HMM__LOC_HOST);
+				if (err)
+					break;
+				__atomic_add_fetch(&hmmfs.devices[d]->counters.cpu_faults, n,
+						   __ATOMIC_RELAXED);
+				n = 0;
+			}
+			index++;
+		}
+		if (!err && n) {
+			err = hmm__pages_move(&hmmfs.mem, batch, n, HMM__LOC_HOST);
+			if (!err)
+				__atomic_add_fetch(&hmmfs.devices[d]->counters.cpu_faults, n,
+						   __ATOMIC_RELAXED);
+		}
+	}
+	return err;
+}
+
+/*
+ * hmmfs_pages_write() - copy buf into the file at off, allocating pages;
+ * writeback says the kernel is writing back a dirty page-cache page.
  * A write that runs out of memory part way is short: *written says how much
  * landed, and the error is returned only if nothing did.
  * Return: 0, -ENOSPC (host_mem full), -ENOMEM.
  */
 int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
-		      uint64_t off, size_t *written)
+		      uint64_t off, bool writeback, size_t *written)
 {
 	size_t done = 0;
 	int err = 0;
@@ -81,14 +206,14 @@ int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
 	while (done < size) {
 		uint64_t pos = off + done;
 		size_t chunk = hmmfs.page_size - in_page(pos);
-		char *page;
+		struct hmm__page *pg;
 
 		if (chunk > size - done)
 			chunk = size - done;
-		err = page_get(f, page_of(pos), chunk == hmmfs.page_size, &page);
+		err = page_get(f, page_of(pos), chunk == hmmfs.page_size, writeback, &pg);
 		if (err)
 			break;
-		memcpy(page + in_page(pos), buf + done, chunk);
+		memcpy((char *)pg->data + in_page(pos), buf + done, chunk);
 		done += chunk;
 	}
 	if (done && off + done > f->file.size)
@@ -100,7 +225,9 @@ int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
 /*
  * hmmfs_pages_iov() - describe [off, off + size) of the file, clipped to its
  * size, as an iovec pointing at the pages (holes point at the zero page).
- * The iovec stays valid while the caller holds data_lock.
+ * The pages must be CPU-accessible (hmmfs_pages_fault_in).  The iovec stays
+ * valid while the caller holds data_lock.
+ * Context: data_lock held for reading suffices.
  * Return: the number of iovec entries used (at most max_iov).
  */
 size_t hmmfs_pages_iov(struct hmmfs_inode *f, uint64_t off, size_t size,
@@ -114,11 +241,12 @@ size_t hmmfs_pages_iov(struct hmmfs_inode *f, uint64_t off, size_t size,
 		size = (size_t)(f->file.size - off);
 	while (size && n < max_iov) {
 		size_t chunk = hmmfs.page_size - in_page(off);
-		char *page = hmm__radix_lookup(&f->file.pages, page_of(off));
+		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, page_of(off));
 
+		HMM_ASSERT(!pg || cpu_can_touch(pg));
 		if (chunk > size)
 			chunk = size;
-		iov[n].iov_base = (page ? page : hmmfs.zero_page) + in_page(off);
+		iov[n].iov_base = (pg ? (char *)pg->data : hmmfs.zero_page) + in_page(off);
 		iov[n].iov_len = chunk;
 		n++;
 		off += chunk;
@@ -127,84 +255,108 @@ size_t hmmfs_pages_iov(struct hmmfs_inode *f, uint64_t off, size_t size,
 	return n;
 }
 
-/* Copy [off, off + size) into buf; holes and bytes past the size read as zero. */
-void hmmfs_pages_read(struct hmmfs_inode *f, uint64_t off, size_t size, char *buf)
+/*
+ * Copy [off, off + size) into buf; holes and bytes past the size read as
+ * zero.  Return: 0, or the error of bringing a page back.
+ */
+int hmmfs_pages_read(struct hmmfs_inode *f, uint64_t off, size_t size, char *buf)
 {
 	while (size) {
 		size_t chunk = hmmfs.page_size - in_page(off);
-		char *page = off < f->file.size ? hmm__radix_lookup(&f->file.pages, page_of(off)) : NULL;
+		struct hmm__page *pg = NULL;
 
 		if (chunk > size)
 			chunk = size;
-		if (page)
-			memcpy(buf, page + in_page(off), chunk);
+		if (off < f->file.size) {
+			int err = page_for_cpu(f, page_of(off), false, &pg);
+			if (err)
+				return err;
+		}
+		if (pg)
+			memcpy(buf, (char *)pg->data + in_page(off), chunk);
 		else
 			memset(buf, 0, chunk);
 		buf += chunk;
 		off += chunk;
 		size -= chunk;
 	}
+	return 0;
 }
 
 /* Zero [off, off + len) inside one page, if the page exists. */
-static void zero_in_page(struct hmmfs_inode *f, uint64_t off, uint64_t len)
+static int zero_in_page(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 {
-	char *page = hmm__radix_lookup(&f->file.pages, page_of(off));
+	struct hmm__page *pg;
+	int err = page_for_cpu(f, page_of(off), false, &pg);
 
-	if (page && len)
-		memset(page + in_page(off), 0, len);
+	if (!err && pg && len)
+		memset((char *)pg->data + in_page(off), 0, len);
+	return err;
 }
 
-void hmmfs_pages_truncate(struct hmmfs_inode *f, uint64_t size)
+/*
+ * Return: 0, or -ENOSPC/-ENOMEM if the partial last page had to come back
+ * from a private device and could not (the size is then unchanged).
+ */
+int hmmfs_pages_truncate(struct hmmfs_inode *f, uint64_t size)
 {
 	if (size < f->file.size) {
 		uint64_t first_gone = page_of(size + hmmfs.page_size - 1);
+		int err = 0;
 
-		hmm__radix_truncate(&f->file.pages, first_gone, free_page, NULL);
 		if (in_page(size))
-			zero_in_page(f, size, hmmfs.page_size - in_page(size));
+			err = zero_in_page(f, size, hmmfs.page_size - in_page(size));
+		if (err)
+			return err;
+		hmm__radix_truncate(&f->file.pages, first_gone, free_page, NULL);
 	}
 	f->file.size = size;
+	return 0;
 }
 
-/* Free the whole pages in [off, off + len) and zero the partial ones. */
-void hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len)
+/*
+ * Free the whole pages in [off, off + len) and zero the partial ones.
+ * Return: 0, or the error of bringing a partial page back (nothing freed).
+ */
+int hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 {
 	uint64_t end = off + len;
 	uint64_t first, last;
+	int err = 0;
 
 	if (end > f->file.size)
 		end = f->file.size;
 	if (off >= end)
-		return;
+		return 0;
 	first = page_of(off + hmmfs.page_size - 1); /* first whole page */
 	last = page_of(end);                        /* one past the last whole page */
-	if (page_of(off) == page_of(end)) {
-		zero_in_page(f, off, end - off);
-		return;
-	}
+	if (page_of(off) == page_of(end))
+		return zero_in_page(f, off, end - off);
 	if (in_page(off))
-		zero_in_page(f, off, hmmfs.page_size - in_page(off));
-	if (in_page(end)) {
+		err = zero_in_page(f, off, hmmfs.page_size - in_page(off));
+	if (!err && in_page(end)) {
 		/* The tail page: zero its head, or free it if the size ends in it. */
 		if (end == f->file.size) {
-			void *page = hmm__radix_delete(&f->file.pages, page_of(end));
-			if (page)
-				free_page(page, NULL);
+			struct hmm__page *pg = hmm__radix_delete(&f->file.pages, page_of(end));
+			if (pg)
+				free_page(pg, NULL);
 		} else {
-			zero_in_page(f, page_of(end) << hmmfs.page_shift, in_page(end));
+			err = zero_in_page(f, page_of(end) << hmmfs.page_shift, in_page(end));
 		}
 	}
+	if (err)
+		return err;
 	for (uint64_t i = first; i < last; i++) {
 		uint64_t at = i;
-		void *page = hmm__radix_next(&f->file.pages, &at);
+		struct hmm__page *pg = hmm__radix_next(&f->file.pages, &at);
 
-		if (!page || at >= last)
+		if (!pg || at >= last)
 			break;
 		hmm__radix_delete(&f->file.pages, at);
-		free_page(page, NULL);
+		free_page(pg, NULL);
 		i = at;
 	}
+	return 0;
 }
 
 /*
@@ -219,7 +371,7 @@ int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 	int err = 0;
 
 	for (uint64_t i = first; i <= last; i++) {
-		char *page;
+		struct hmm__page *pg;
 
 		if (hmm__radix_lookup(&f->file.pages, i))
 			continue;
@@ -233,7 +385,7 @@ int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 			}
 			added = a;
 		}
-		err = page_get(f, i, false, &page);
+		err = page_get(f, i, false, false, &pg);
 		if (err)
 			break;
 		added[nadded++] = i;
@@ -246,7 +398,9 @@ int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 }
 
 /*
- * hmmfs_pages_seek() - SEEK_DATA or SEEK_HOLE from off, at page granularity.
+ * hmmfs_pages_seek() - SEEK_DATA or SEEK_HOLE from off, at page granularity;
+ * a page is data wherever it lives.
+ * Context: data_lock held for reading suffices.
  * Return: the offset found, or -ENXIO when off is at or past the size or no
  * data follows.
  */

@@ -177,6 +177,112 @@ struct hmm__dma_stats {
 void hmm__dma_stats(struct hmm__dma *dma, struct hmm__dma_stats *st);
 unsigned hmm__dma_engines(const struct hmm__dma *dma);
 
+/* ------------------------------------------------------------------------
+ * device.c - a simulated device: a memory pool of fixed capacity in pages of
+ * the migration granularity, DMA engines, a type and counters.
+ *
+ * A private device's memory cannot be touched by the CPU: a CPU access
+ * migrates the page back to host RAM.  A coherent device's memory can be
+ * read and written by the CPU in place.
+ * ------------------------------------------------------------------------ */
+enum hmm__device_type {
+	HMM__DEVICE_PRIVATE,
+	HMM__DEVICE_COHERENT,
+};
+
+struct hmm__device_config {
+	enum hmm__device_type type;
+	uint64_t capacity;    /* bytes; rounded down to pages */
+	size_t page_size;
+	int numa_node;        /* -1: no placement */
+	unsigned dma_engines; /* >= 1 */
+	uint64_t dma_bw;      /* bytes per second per engine, 0 = unthrottled */
+	uint64_t dma_latency_ns;
+};
+
+/* Counters; updated with atomic adds, read without locks. */
+struct hmm__device_counters {
+	uint64_t pages_in, bytes_in;    /* migrated to the device */
+	uint64_t pages_out, bytes_out;  /* migrated away from it */
+	uint64_t cpu_faults;            /* CPU accesses served by migrating back */
+	uint64_t evictions;             /* pages evicted to make room */
+};
+
+struct hmm__device {
+	unsigned index;
+	enum hmm__device_type type;
+	int numa_node;
+	struct hmm__device_config config;
+	struct hmm__pool pool;
+	struct hmm__dma *dma;
+	struct hmm__device_counters counters;
+};
+
+/*
+ * hmm__device_create() - set up device index from cfg.
+ * Return: 0, -EINVAL (bad page size or engine count), -ENOMEM, -EAGAIN.
+ */
+int hmm__device_create(unsigned index, const struct hmm__device_config *cfg,
+		       struct hmm__device **out);
+/* Context: every page of the device must have been freed. */
+void hmm__device_destroy(struct hmm__device *dev);
+const char *hmm__device_type_name(enum hmm__device_type type);
+
+/* Is node a NUMA node of this machine?  Without NUMA support only node 0 is. */
+bool hmm__numa_node_exists(int node);
+
+/* ------------------------------------------------------------------------
+ * residency.c - where a page lives, and moving pages between locations.
+ *
+ * A set of locations (struct hmm__mem) is host RAM plus zero or more
+ * devices.  A page (struct hmm__page) has its memory in exactly one of them.
+ * The owner of a page (an hmmfs file, a mirrored range) serialises every
+ * change to it with its own lock; these functions take only pool locks and
+ * wait for DMA fences.
+ * ------------------------------------------------------------------------ */
+#define HMM__LOC_HOST (-1)
+
+struct hmm__mem {
+	struct hmm__pool *host;
+	struct hmm__device **devices;
+	unsigned ndevices;
+	size_t page_size;
+};
+
+/* What a page is doing; the owner's lock protects it. */
+enum hmm__page_state {
+	HMM__PAGE_STABLE,       /* at loc, usable */
+	HMM__PAGE_MOVING,       /* being moved to dest: data still at loc */
+};
+
+struct hmm__page {
+	void *data;      /* page_size bytes at loc */
+	int16_t loc;     /* HMM__LOC_HOST or a device index */
+	int16_t dest;    /* while MOVING: where to */
+	uint8_t state;   /* enum hmm__page_state */
+};
+
+/* The pool of a location.  Context: loc is HMM__LOC_HOST or < m->ndevices. */
+struct hmm__pool *hmm__mem_pool(const struct hmm__mem *m, int loc);
+/*
+ * hmm__page_new() - a page in host RAM.  Its contents are zero unless
+ * overwrite is true (the caller is about to write all of it).
+ * Return: 0, -ENOSPC (host RAM full), -ENOMEM.
+ */
+int hmm__page_new(const struct hmm__mem *m, bool overwrite, struct hmm__page **out);
+/* Free a page and its memory, wherever it lives. */
+void hmm__page_free(const struct hmm__mem *m, struct hmm__page *pg);
+/*
+ * hmm__pages_move() - move n pages to dest with one DMA batch: allocate at
+ * dest, copy, free the old memory, update loc, and count the move in the
+ * devices' pages_in/out and bytes_in/out.  All or nothing: if dest has no
+ * room for all n, nothing moves.
+ * Context: the owner's lock is held, or the pages are MOVING and nobody else
+ * touches their data.
+ * Return: 0, -ENOSPC (dest full), -ENOMEM.
+ */
+int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n, int dest);
+
 /* Parse "123", "4K", "16M", "2G", "1T" (powers of 1024). Return: 0 or -EINVAL/-ERANGE. */
 int hmm__parse_size(const char *s, uint64_t *out);
 

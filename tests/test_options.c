@@ -548,6 +548,36 @@ ParameterizedTestParameters(options, bad_option_value_is_refused_with_one_line_a
 		{ "mode=17777", false },
 		{ "uid=x", false },
 		{ "gid=-1", false },
+		{ "host_node=4095", false },                  /* no such NUMA node */
+		{ "host_node=x", false },
+		{ "devices=65", false },
+		{ "devices=-1", false },
+		{ "devices=two", false },
+		{ "device_mem=1G", false },                   /* device options without devices */
+		{ "device_type=coherent", false },
+		{ "device_node=0", false },
+		{ "dma_engines=2", false },
+		{ "dma_bw=1G", false },
+		{ "dma_latency=5", false },
+		{ "evict=none", false },
+		{ "devices=0,evict=lru", false },
+		{ "devices=1,device_mem=1000", false },       /* less than one page */
+		{ "devices=1,device_mem=16777216T", false },  /* overflows 64 bits */
+		{ "devices=1,device_mem=x", false },
+		{ "devices=1,device_type=shared", false },
+		{ "devices=2,device_type=private:coherent:private", false },
+		{ "devices=3,device_type=private:coherent", false },
+		{ "devices=2,device_type=private:", false },
+		{ "devices=2,device_type=:private", false },
+		{ "devices=1,device_node=4095", false },
+		{ "devices=2,device_node=0:4095", false },
+		{ "devices=1,dma_engines=0", false },
+		{ "devices=1,dma_engines=65", false },
+		{ "devices=1,dma_bw=0", false },
+		{ "devices=1,dma_bw=fast", false },
+		{ "devices=1,dma_latency=-1", false },
+		{ "devices=1,dma_latency=99999999999", false },
+		{ "devices=1,evict=fifo", false },
 		{ "no_such_option", true },
 		{ "no_such_option=1", true },
 	};
@@ -627,7 +657,7 @@ static void expect_statfs(const char *dir, uint64_t host_mem, uint64_t page_size
 }
 
 struct size_case {
-	char opts[64];
+	char opts[192];
 	uint64_t host_mem;
 	uint64_t page_size; /* 0: the system page */
 	uint64_t nr_inodes; /* 0: the default, max(1024, host_mem / 4096) */
@@ -646,6 +676,13 @@ ParameterizedTestParameters(options, size_options_show_in_statfs_and_st_blksize)
 		{ "host_mem=64M,page_size=2M", 64ULL << 20, 2 << 20, 0 },
 		{ "host_mem=16M,nr_inodes=100", 16ULL << 20, 0, 100 },
 		{ "host_mem=16M,nr_inodes=1", 16ULL << 20, 0, 1 },
+		/* Devices do not change what statfs reports: host RAM. */
+		{ "host_mem=64M,devices=1", 64ULL << 20, 0, 0 },
+		{ "host_mem=64M,host_node=0,devices=2,device_mem=32M,device_type=private:coherent,"
+		  "device_node=0,dma_engines=2,dma_bw=1G,dma_latency=10,evict=none",
+		  64ULL << 20, 0, 0 },
+		{ "host_mem=64M,page_size=64K,devices=4,device_type=coherent,device_node=0:0:0:0,"
+		  "evict=lru", 64ULL << 20, 64 << 10, 0 },
 	};
 
 	return cr_make_param_array(struct size_case, cases, sizeof(cases) / sizeof(cases[0]));
@@ -656,7 +693,7 @@ ParameterizedTest(struct size_case *c, options, size_options_show_in_statfs_and_
 	uint64_t page_size = c->page_size ? c->page_size : (uint64_t)sys_page();
 	uint64_t nr_inodes = c->nr_inodes ? c->nr_inodes
 					  : (c->host_mem / 4096 > 1024 ? c->host_mem / 4096 : 1024);
-	char opts[64];
+	char opts[192];
 	char *args[] = { "-f", "-o", opts, g_dir, NULL };
 	struct stat st;
 	pid_t pid;

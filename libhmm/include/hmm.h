@@ -14,6 +14,9 @@
 #ifndef HMM_H
 #define HMM_H
 
+#include <linux/ioctl.h>
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -48,6 +51,121 @@ int hmm_version(void);
  * Return: a static string; never NULL.
  */
 const char *hmm_version_string(void);
+
+/*
+ * The hmmfs ioctl interface.
+ *
+ * These ioctls act on an open file of an hmmfs mount (HMM_IOC_DEVICE_INFO
+ * also on its directories).  On any other file the kernel answers ENOTTY.
+ * The structures have fixed sizes and hold no pointers, as FUSE requires.
+ */
+
+/** HMM_LOC_HOST - a page location: host RAM.  Devices are 0, 1, 2 ... */
+#define HMM_LOC_HOST (-1)
+/** HMM_LOC_HOLE - a page location: a hole, which holds no memory anywhere. */
+#define HMM_LOC_HOLE (-2)
+
+/**
+ * struct hmm_migrate - HMM_IOC_MIGRATE: move a range of a file's pages.
+ * @offset: in; first byte, a multiple of the mount's page size.
+ * @length: in; bytes, a multiple of the page size, or 0 for "to the end of
+ *          the file".  The range may extend past the end of the file; only
+ *          pages of the file are moved.
+ * @dest: in; HMM_LOC_HOST or a device index.
+ * @flags: in; must be 0.
+ * @moved: out; pages moved.
+ * @skipped: out; pages of the range already at @dest.  Holes are neither:
+ *           they stay holes and use no memory.
+ *
+ * Pages are taken from the CPU first (every mapping of them will fault and
+ * dirty mapped data is written back), copied by the DMA engines and then
+ * resident at @dest.  A page the CPU touches while it is being taken may
+ * stay where it was: it is then neither moved nor skipped.
+ *
+ * Errors: EINVAL (misaligned offset or length, flags not 0), ENODEV (no
+ * such device), ENOSPC (the device is full and evict=none, or eviction found
+ * no room; no page moved), EIO (the file was removed meanwhile).
+ */
+struct hmm_migrate {
+	uint64_t offset;
+	uint64_t length;
+	int32_t dest;
+	uint32_t flags;
+	uint64_t moved;
+	uint64_t skipped;
+};
+
+/** HMM_RESIDENCY_RANGES - ranges returned by one HMM_IOC_RESIDENCY call. */
+#define HMM_RESIDENCY_RANGES 256
+
+/** struct hmm_range - @length bytes from @offset all live at @location. */
+struct hmm_range {
+	uint64_t offset;
+	uint64_t length;
+	int32_t location; /* HMM_LOC_HOLE, HMM_LOC_HOST or a device index */
+	uint32_t reserved;
+};
+
+/**
+ * struct hmm_residency - HMM_IOC_RESIDENCY: where a file's pages live.
+ * @offset: in; where to start, a multiple of the page size.
+ * @size: out; the file's size.
+ * @page_size: out; the mount's page size.
+ * @count: out; ranges filled in @ranges, in order, adjacent, merged.
+ * @next: out; where the next call should start, or @size when done.
+ * @ranges: out; the layout of [@offset, @next).
+ */
+struct hmm_residency {
+	uint64_t offset;
+	uint64_t size;
+	uint32_t page_size;
+	uint32_t count;
+	uint64_t next;
+	struct hmm_range ranges[HMM_RESIDENCY_RANGES];
+};
+
+/**
+ * struct hmm_device_info - HMM_IOC_DEVICE_INFO: a device and its counters.
+ * @index: in; the device.  out: everything else.
+ * @ndevices: the number of devices of the mount.
+ * @type: HMM_DEVICE_PRIVATE or HMM_DEVICE_COHERENT.
+ * @numa_node: the node of its memory, or -1.
+ * @page_size: the mount's page size.
+ * @dma_engines: DMA engines.
+ * @dma_bw: bytes per second per engine, 0 if unthrottled.
+ * @dma_latency_ns: added to each transfer.
+ * @capacity: bytes of memory.  @used: bytes in use.
+ * @pages_in, @bytes_in: migrated to the device.
+ * @pages_out, @bytes_out: migrated away from it (evictions included).
+ * @cpu_faults: CPU accesses served by moving a page back to host RAM.
+ * @evictions: pages evicted to host RAM to make room.
+ * @dma_busy_ns: time its DMA engines spent copying, summed over engines.
+ */
+struct hmm_device_info {
+	uint32_t index;
+	uint32_t ndevices;
+	uint32_t type;
+	int32_t numa_node;
+	uint32_t page_size;
+	uint32_t dma_engines;
+	uint64_t dma_bw;
+	uint64_t dma_latency_ns;
+	uint64_t capacity;
+	uint64_t used;
+	uint64_t pages_in, bytes_in;
+	uint64_t pages_out, bytes_out;
+	uint64_t cpu_faults;
+	uint64_t evictions;
+	uint64_t dma_busy_ns;
+};
+
+#define HMM_DEVICE_PRIVATE 0
+#define HMM_DEVICE_COHERENT 1
+
+#define HMM_IOC_MAGIC 'h'
+#define HMM_IOC_MIGRATE _IOWR(HMM_IOC_MAGIC, 0x40, struct hmm_migrate)
+#define HMM_IOC_RESIDENCY _IOWR(HMM_IOC_MAGIC, 0x41, struct hmm_residency)
+#define HMM_IOC_DEVICE_INFO _IOWR(HMM_IOC_MAGIC, 0x42, struct hmm_device_info)
 
 #ifdef __cplusplus
 }

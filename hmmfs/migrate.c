@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The FUSE side of migration: the hmmfs ioctls and the migration thread.
+ *
+ * Moving a range of a file to a location takes three phases, chunk by chunk:
+ *
+ *   1. mark    Under the file's data_lock, every page of the chunk that is
+ *              not a hole and not already at the destination becomes MOVING.
+ *   2. take    With no lock held, the kernel is told to drop the chunk from
+ *              its page cache (fuse_lowlevel_notify_inval_inode): every
+ *              mapping of it will fault, and dirty pages are written back
+ *              first, as WRITE requests that other workers serve into the
+ *              pages' current memory.
+ *   3. copy    Under the file's data_lock, the pages still MOVING are copied
+ *              by the DMA engines and become resident at the destination.
+ *
+ * A CPU access between 1 and 3 (a READ, or a WRITE from write(2); not the
+ * write-back that phase 2 itself causes) makes its page STABLE again where
+ * it is, so it is not moved: the access wins, as it does in the kernel's
+ * migrate_vma when a page is busy.  An access during phase 3 waits for the
+ * data_lock and then finds the page at its destination.
+ *
+ * Phase 2 must not run in a FUSE worker that holds anything a READ or WRITE
+ * needs, and the kernel must have free workers to send those WRITEs to; so
+ * ioctl handlers only queue the request and return, and the migration
+ * thread, which is not a worker, replies when the move is done.
+ */
+#include "config.h"
+#include "hmmfs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hmm.h>
+
+/* Pages handled per round of the three phases. */
+#define MIGRATE_CHUNK_PAGES 512
+
+struct migration {
+	struct migration *next;
+	fuse_req_t req;
+	fuse_ino_t ino;
+	struct hmmfs_inode *inode; /* pinned until the reply */
+	struct hmm_migrate args;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct migration *head, **tail; /* protected by lock */
+	bool stop;                      /* protected by lock */
+	bool running;
+	pthread_t thread;
+} mig = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.wake = PTHREAD_COND_INITIALIZER,
+	.tail = &mig.head,
+};
+
+/*
+ * Phase 3 for one chunk: move the pages at indices[] that are still MOVING
+ * to dest, grouped by where they are, and make every one STABLE.
+ * Context: f->data_lock held for writing.
+ */
+static int copy_chunk(struct hmmfs_inode *f, const uint64_t *indices, size_t n, int dest,
+		      uint64_t *moved)
+{
+	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
+	int err = 0;
+
+	for (int from = HMM__LOC_HOST; from < (int)hmmfs.ndevices; from++) {
+		size_t k = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, indices[i]);
+
+			/* Gone (truncated, punched) or touched by the CPU meanwhile. */
+			if (!pg || pg->state != HMM__PAGE_MOVING)
+				continue;
+			if (pg->loc == dest) {
+				/* Brought to the host by a write-back meanwhile. */
+				pg->state = HMM__PAGE_STABLE;
+				continue;
+			}
+			if (pg->loc == from)
+				batch[k++] = pg;
+		}
+		if (!k)
+			continue;
+		if (!err)
+			err = hmm__pages_move(&hmmfs.mem, batch, k, dest);
+		if (!err)
+			*moved += k;
+		for (size_t i = 0; i < k; i++)
+			batch[i]->state = HMM__PAGE_STABLE;
+	}
+	return err;
+}
+
+/* Move one chunk [first, first + npages) of f: the three phases. */
+static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
+{
+	struct hmmfs_inode *f = m->inode;
+	uint64_t indices[MIGRATE_CHUNK_PAGES], index = first;
+	struct hmm__page *pg;
+	size_t n = 0;
+	int dest = m->args.dest, err;
+
+	pthread_rwlock_wrlock(&f->data_lock);
+	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index < first + npages) {
+		if (pg->loc == dest) {
+			m->args.skipped++;
+		} else if (pg->state == HMM__PAGE_STABLE) {
+			pg->state = HMM__PAGE_MOVING;
+			pg->dest = (int16_t)dest;
+			indices[n++] = index;
+		}
+		index++;
+	}
+	pthread_rwlock_unlock(&f->data_lock);
+	if (!n)
+		return 0;
+
+	/* Take the pages from the CPU; the kernel reports no errors here. */
+	fuse_lowlevel_notify_inval_inode(hmmfs.se, m->ino,
+					 (off_t)(indices[0] << hmmfs.page_shift),
+					 (off_t)((indices[n - 1] - indices[0] + 1) << hmmfs.page_shift));
+
+	pthread_rwlock_wrlock(&f->data_lock);
+	err = copy_chunk(f, indices, n, dest, &m->args.moved);
+	pthread_rwlock_unlock(&f->data_lock);
+	return err;
+}
+
+/* Pages of [first, end) that are not holes and not at dest. */
+static uint64_t pages_to_move(struct hmmfs_inode *f, uint64_t first, uint64_t end, int dest)
+{
+	uint64_t index = first, n = 0;
+	struct hmm__page *pg;
+
+	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index < end) {
+		n += pg->loc != dest;
+		index++;
+	}
+	return n;
+}
+
+static void migrate(struct migration *m)
+{
+	uint64_t first = m->args.offset >> hmmfs.page_shift, end, size, need = 0;
+	struct hmm__pool *to = hmm__mem_pool(&hmmfs.mem, m->args.dest);
+	int err = 0;
+
+	pthread_rwlock_rdlock(&m->inode->data_lock);
+	size = m->inode->file.size;
+	end = (size + hmmfs.page_size - 1) >> hmmfs.page_shift;
+	if (m->args.length) {
+		uint64_t last = (m->args.offset + m->args.length) >> hmmfs.page_shift;
+		if (last < end)
+			end = last;
+	}
+	if (first < end)
+		need = pages_to_move(m->inode, first, end, m->args.dest);
+	pthread_rwlock_unlock(&m->inode->data_lock);
+	/* Refuse what cannot fit before moving anything, so a failed migration
+	 * leaves every page where it was.  (Another writer can still fill the
+	 * destination meanwhile; then the chunk that does not fit fails.) */
+	if (need > to->capacity_pages - hmm__pool_used(to))
+		err = -ENOSPC;
+	for (uint64_t at = first; at < end && !err; at += MIGRATE_CHUNK_PAGES)
+		err = migrate_chunk(m, at, end - at < MIGRATE_CHUNK_PAGES ? end - at
+									  : MIGRATE_CHUNK_PAGES);
+	if (err)
+		fuse_reply_err(m->req, -err);
+	else
+		fuse_reply_ioctl(m->req, 0, &m->args, sizeof(m->args));
+	hmmfs_inode_unpin(m->inode);
+}
+
+static void *migration_thread(void *arg)
+{
+	for (;;) {
+		struct migration *m;
+
+		pthread_mutex_lock(&mig.lock);
+		while (!mig.head && !mig.stop)
+			pthread_cond_wait(&mig.wake, &mig.lock);
+		m = mig.head;
+		if (m) {
+			mig.head = m->next;
+			if (!mig.head)
+				mig.tail = &mig.head;
+		}
+		pthread_mutex_unlock(&mig.lock);
+		if (!m)
+			return NULL; /* stopping, and nothing left */
+		migrate(m);
+		free(m);
+	}
+}
+
+int hmmfs_migrate_start(void)
+{
+	int err = pthread_create(&mig.thread, NULL, migration_thread, NULL);
+
+	if (err)
+		return -err;
+	mig.running = true;
+	return 0;
+}
+
+/* Finish the queued migrations and stop the thread. */
+void hmmfs_migrate_stop(void)
+{
+	if (!mig.running)
+		return;
+	pthread_mutex_lock(&mig.lock);
+	mig.stop = true;
+	pthread_cond_broadcast(&mig.wake);
+	pthread_mutex_unlock(&mig.lock);
+	pthread_join(mig.thread, NULL);
+	mig.running = false;
+}
+
+static void queue_migration(fuse_req_t req, fuse_ino_t ino, struct hmmfs_inode *inode,
+			    const struct hmm_migrate *args)
+{
+	struct migration *m = calloc(1, sizeof(*m));
+
+	if (!m) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	m->req = req;
+	m->ino = ino;
+	m->inode = inode;
+	m->args = *args;
+	m->args.moved = 0;
+	m->args.skipped = 0;
+	hmmfs_inode_pin(inode);
+	pthread_mutex_lock(&mig.lock);
+	*mig.tail = m;
+	mig.tail = &m->next;
+	pthread_cond_signal(&mig.wake);
+	pthread_mutex_unlock(&mig.lock);
+}
+
+static void ioctl_migrate(fuse_req_t req, fuse_ino_t ino, struct hmmfs_inode *inode,
+			  const struct hmm_migrate *a)
+{
+	uint64_t mask = hmmfs.page_size - 1;
+
+	if (a->flags || (a->offset & mask) || (a->length & mask) ||
+	    a->offset >= HMMFS_MAX_FILESIZE || a->length > HMMFS_MAX_FILESIZE - a->offset) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (a->dest != HMM_LOC_HOST && (a->dest < 0 || (unsigned)a->dest >= hmmfs.ndevices)) {
+		fuse_reply_err(req, ENODEV);
+		return;
+	}
+	queue_migration(req, ino, inode, a);
+}
+
+static void ioctl_residency(fuse_req_t req, struct hmmfs_inode *f, const struct hmm_residency *in)
+{
+	struct hmm_residency *r;
+	uint64_t index, end;
+
+	if (in->offset & (hmmfs.page_size - 1)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r->offset = in->offset;
+	r->page_size = (uint32_t)hmmfs.page_size;
+	pthread_rwlock_rdlock(&f->data_lock);
+	r->size = f->file.size;
+	end = (r->size + hmmfs.page_size - 1) >> hmmfs.page_shift;
+	index = in->offset >> hmmfs.page_shift;
+	for (; index < end; index++) {
+		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, index);
+		int32_t loc = pg ? pg->loc : HMM_LOC_HOLE;
+		struct hmm_range *last = r->count ? &r->ranges[r->count - 1] : NULL;
+		uint64_t off = index << hmmfs.page_shift;
+
+		if (!pg) {
+			/* Jump over a run of holes in one step. */
+			uint64_t next = index;
+			if (!hmm__radix_next(&f->file.pages, &next) || next > end)
+				next = end;
+			if (last && last->location == HMM_LOC_HOLE) {
+				last->length = (next << hmmfs.page_shift) - last->offset;
+			} else if (r->count < HMM_RESIDENCY_RANGES) {
+				r->ranges[r->count++] = (struct hmm_range){ off,
+					(next << hmmfs.page_shift) - off, HMM_LOC_HOLE, 0 };
+			} else {
+				break;
+			}
+			index = next - 1;
+			continue;
+		}
+		if (last && last->location == loc)
+			last->length += hmmfs.page_size;
+		else if (r->count < HMM_RESIDENCY_RANGES)
+			r->ranges[r->count++] = (struct hmm_range){ off, hmmfs.page_size, loc, 0 };
+		else
+			break;
+	}
+	r->next = index >= end ? r->size : index << hmmfs.page_shift;
+	/* The last range ends at the size, not at the end of its page. */
+	if (r->count && r->next == r->size) {
+		struct hmm_range *last = &r->ranges[r->count - 1];
+		last->length = r->size - last->offset;
+	}
+	pthread_rwlock_unlock(&f->data_lock);
+	fuse_reply_ioctl(req, 0, r, sizeof(*r));
+	free(r);
+}
+
+static void ioctl_device_info(fuse_req_t req, const struct hmm_device_info *in)
+{
+	struct hmm_device_info info;
+	struct hmm__dma_stats dma;
+	struct hmm__device *dev;
+
+	if (in->index >= hmmfs.ndevices) {
+		fuse_reply_err(req, ENODEV);
+		return;
+	}
+	dev = hmmfs.devices[in->index];
+	memset(&info, 0, sizeof(info));
+	info.index = in->index;
+	info.ndevices = hmmfs.ndevices;
+	info.type = dev->type == HMM__DEVICE_COHERENT ? HMM_DEVICE_COHERENT : HMM_DEVICE_PRIVATE;
+	info.numa_node = dev->numa_node;
+	info.page_size = (uint32_t)hmmfs.page_size;
+	info.dma_engines = hmm__dma_engines(dev->dma);
+	info.dma_bw = dev->config.dma_bw;
+	info.dma_latency_ns = dev->config.dma_latency_ns;
+	info.capacity = dev->pool.capacity_pages * hmmfs.page_size;
+	info.used = hmm__pool_used(&dev->pool) * hmmfs.page_size;
+	info.pages_in = __atomic_load_n(&dev->counters.pages_in, __ATOMIC_RELAXED);
+	info.bytes_in = __atomic_load_n(&dev->counters.bytes_in, __ATOMIC_RELAXED);
+	info.pages_out = __atomic_load_n(&dev->counters.pages_out, __ATOMIC_RELAXED);
+	info.bytes_out = __atomic_load_n(&dev->counters.bytes_out, __ATOMIC_RELAXED);
+	info.cpu_faults = __atomic_load_n(&dev->counters.cpu_faults, __ATOMIC_RELAXED);
+	info.evictions = __atomic_load_n(&dev->counters.evictions, __ATOMIC_RELAXED);
+	hmm__dma_stats(dev->dma, &dma);
+	info.dma_busy_ns = dma.busy_ns;
+	fuse_reply_ioctl(req, 0, &info, sizeof(info));
+}
+
+void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		    struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		    size_t in_bufsz, size_t out_bufsz)
+{
+	struct hmmfs_inode *inode = hmmfs_inode_get(ino);
+
+	if (flags & FUSE_IOCTL_COMPAT) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	switch (cmd) {
+	case HMM_IOC_MIGRATE:
+		if (in_bufsz != sizeof(struct hmm_migrate) || out_bufsz != sizeof(struct hmm_migrate))
+			break;
+		if (!S_ISREG(inode->type)) {
+			fuse_reply_err(req, ENOTTY);
+			return;
+		}
+		ioctl_migrate(req, ino, inode, in_buf);
+		return;
+	case HMM_IOC_RESIDENCY:
+		if (in_bufsz != sizeof(struct hmm_residency) || out_bufsz != sizeof(struct hmm_residency))
+			break;
+		if (!S_ISREG(inode->type)) {
+			fuse_reply_err(req, ENOTTY);
+			return;
+		}
+		ioctl_residency(req, inode, in_buf);
+		return;
+	case HMM_IOC_DEVICE_INFO:
+		if (in_bufsz != sizeof(struct hmm_device_info) ||
+		    out_bufsz != sizeof(struct hmm_device_info))
+			break;
+		ioctl_device_info(req, in_buf);
+		return;
+	}
+	fuse_reply_err(req, ENOTTY);
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Simulated devices: each is a pool of device memory, its DMA engines and
+ * its counters.  The same code backs hmmfs's devices and the devices that
+ * libhmm embeds in a process.
+ */
+#include "config.h"
+#include "hmm-internal.h"
+
+#include <errno.h>
+#include <numa.h>
+#include <stdlib.h>
+
+bool hmm__numa_node_exists(int node)
+{
+	if (node < 0)
+		return false;
+	if (numa_available() < 0)
+		return node == 0;
+	return node <= numa_max_node() && numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)node);
+}
+
+const char *hmm__device_type_name(enum hmm__device_type type)
+{
+	return type == HMM__DEVICE_COHERENT ? "coherent" : "private";
+}
+
+int hmm__device_create(unsigned index, const struct hmm__device_config *cfg,
+		       struct hmm__device **out)
+{
+	struct hmm__device *dev = calloc(1, sizeof(*dev));
+	int err;
+
+	if (!dev)
+		return -ENOMEM;
+	dev->index = index;
+	dev->type = cfg->type;
+	dev->numa_node = cfg->numa_node;
+	dev->config = *cfg;
+	err = hmm__pool_init(&dev->pool, cfg->page_size, cfg->capacity, cfg->numa_node);
+	if (err)
+		goto out_free;
+	err = hmm__dma_create(cfg->dma_engines, cfg->dma_bw, cfg->dma_latency_ns,
+			      cfg->numa_node, &dev->dma);
+	if (err)
+		goto out_pool;
+	*out = dev;
+	return 0;
+
+out_pool:
+	hmm__pool_destroy(&dev->pool);
+out_free:
+	free(dev);
+	return err;
+}
+
+void hmm__device_destroy(struct hmm__device *dev)
+{
+	if (!dev)
+		return;
+	hmm__dma_destroy(dev->dma);
+	hmm__pool_destroy(&dev->pool);
+	free(dev);
+}
