@@ -14,7 +14,7 @@ libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 
 lib_LTLIBRARIES += libhmm/libhmm.la
 include_HEADERS = libhmm/include/hmm.h
-libhmm_libhmm_la_SOURCES = libhmm/version.c
+libhmm_libhmm_la_SOURCES = libhmm/version.c libhmm/hmmfs_ioctl.c
 libhmm_libhmm_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_la_LIBADD = libhmm/libhmm-core.la
 libhmm_libhmm_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(LIBHMM_LT_VERSION) \

@@ -167,6 +167,43 @@ struct hmm_device_info {
 #define HMM_IOC_RESIDENCY _IOWR(HMM_IOC_MAGIC, 0x41, struct hmm_residency)
 #define HMM_IOC_DEVICE_INFO _IOWR(HMM_IOC_MAGIC, 0x42, struct hmm_device_info)
 
+/**
+ * hmm_file_migrate() - move a range of an hmmfs file's pages (HMM_IOC_MIGRATE).
+ * @fd: an open file of an hmmfs mount (any access mode).
+ * @offset: first byte, a multiple of the mount's page size.
+ * @length: bytes, a multiple of the page size, or 0 for the rest of the file.
+ * @dest: HMM_LOC_HOST or a device index.
+ * @result: if not NULL, receives the request with its moved and skipped counts.
+ *
+ * Context: blocks until the pages have moved.
+ * Return: 0; -EINVAL (misaligned range, @dest below HMM_LOC_HOST), -ENODEV
+ * (no such device), -ENOSPC (no room at @dest; nothing moved), -ENOTTY (not
+ * an hmmfs file), -EBADF, or another negative errno from ioctl(2).
+ */
+int hmm_file_migrate(int fd, uint64_t offset, uint64_t length, int dest,
+		     struct hmm_migrate *result);
+
+/**
+ * hmm_file_residency() - where the pages of an hmmfs file live, from @offset
+ * on, in up to HMM_RESIDENCY_RANGES ranges (HMM_IOC_RESIDENCY); call again
+ * from @r->next until it equals @r->size.
+ * @r: receives the answer; @offset must be a multiple of the page size.
+ *
+ * Context: any.
+ * Return: 0, -EINVAL, -ENOTTY (not an hmmfs file), or another negative errno.
+ */
+int hmm_file_residency(int fd, uint64_t offset, struct hmm_residency *r);
+
+/**
+ * hmm_device_info() - a device of the hmmfs mount that @fd is on, with its
+ * counters (HMM_IOC_DEVICE_INFO).  @fd may be a file or a directory.
+ *
+ * Context: any.
+ * Return: 0, -ENODEV (no device @index; info->ndevices is not set), -ENOTTY
+ * (not on hmmfs), or another negative errno.
+ */
+int hmm_device_info(int fd, unsigned int index, struct hmm_device_info *info);
+
 #ifdef __cplusplus
 }
 #endif
