@@ -133,6 +133,84 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 	return err;
 }
 
+static void hold_inode(void *owner)
+{
+	hmmfs_inode_pin(owner);
+}
+
+/*
+ * Move up to max of dev's least recently used pages, all of one file, to
+ * host RAM.  Pages of [first, end) of the file being migrated (m) stay.
+ * Context: no lock held; takes the victim file's data_lock.
+ * Return: pages evicted (0 when none could be), or a negative errno.
+ */
+static int evict_batch(struct hmm__device *dev, const struct migration *m,
+		       uint64_t first, uint64_t end, size_t max)
+{
+	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
+	uint64_t indices[MIGRATE_CHUNK_PAGES];
+	struct hmmfs_inode *f;
+	void *owner = NULL;
+	size_t n, k = 0;
+	int err = 0;
+
+	n = hmm__device_lru_oldest(dev, hold_inode, &owner, indices,
+				   max < MIGRATE_CHUNK_PAGES ? max : MIGRATE_CHUNK_PAGES);
+	if (!n)
+		return 0;
+	f = owner;
+	pthread_rwlock_wrlock(&f->data_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, indices[i]);
+
+		if (!pg || pg->loc != (int)dev->index || pg->state != HMM__PAGE_STABLE)
+			continue;
+		if (f == m->inode && indices[i] >= first && indices[i] < end)
+			continue;
+		batch[k++] = pg;
+	}
+	if (k)
+		err = hmm__pages_move(&hmmfs.mem, batch, k, HMM__LOC_HOST);
+	pthread_rwlock_unlock(&f->data_lock);
+	hmmfs_inode_unpin(f);
+	if (err)
+		return err;
+	__atomic_add_fetch(&dev->counters.evictions, k, __ATOMIC_RELAXED);
+	return (int)k;
+}
+
+/*
+ * evict=lru: make room for need pages on device dest by moving its least
+ * recently used pages to host RAM.
+ * Return: 0, -ENOSPC (host RAM is full, or the device holds too little else).
+ */
+static int make_room(int dest, uint64_t need, const struct migration *m,
+		     uint64_t first, uint64_t end)
+{
+	struct hmm__device *dev = hmmfs.devices[dest];
+	unsigned idle = 0;
+
+	if (need > dev->pool.capacity_pages)
+		return -ENOSPC;
+	for (;;) {
+		uint64_t room = dev->pool.capacity_pages - hmm__pool_used(&dev->pool);
+		int n;
+
+		if (need <= room)
+			break;
+		/* Only as many as are missing: the rest stay on the device. */
+		n = evict_batch(dev, m, first, end, (size_t)(need - room));
+
+		if (n < 0)
+			return n;
+		/* A whole pass over the list that frees nothing: give up. */
+		idle = n ? 0 : idle + 1;
+		if (idle > 2 + dev->pool.capacity_pages / MIGRATE_CHUNK_PAGES)
+			return -ENOSPC;
+	}
+	return 0;
+}
+
 /* Pages of [first, end) that are not holes and not at dest. */
 static uint64_t pages_to_move(struct hmmfs_inode *f, uint64_t first, uint64_t end, int dest)
 {
@@ -166,8 +244,12 @@ static void migrate(struct migration *m)
 	/* Refuse what cannot fit before moving anything, so a failed migration
 	 * leaves every page where it was.  (Another writer can still fill the
 	 * destination meanwhile; then the chunk that does not fit fails.) */
-	if (need > to->capacity_pages - hmm__pool_used(to))
-		err = -ENOSPC;
+	if (need > to->capacity_pages - hmm__pool_used(to)) {
+		if (m->args.dest != HMM__LOC_HOST && hmmfs.evict_lru)
+			err = make_room(m->args.dest, need, m, first, end);
+		else
+			err = -ENOSPC;
+	}
 	for (uint64_t at = first; at < end && !err; at += MIGRATE_CHUNK_PAGES)
 		err = migrate_chunk(m, at, end - at < MIGRATE_CHUNK_PAGES ? end - at
 									  : MIGRATE_CHUNK_PAGES);

@@ -88,6 +88,8 @@ static int page_for_cpu(struct hmmfs_inode *f, uint64_t index, bool writeback,
 		cpu_touched(pg, writeback);
 		if (!cpu_can_touch(pg))
 			err = fault_back(pg);
+		else
+			hmm__page_touch(&hmmfs.mem, pg);
 	}
 	*out = pg;
 	return err;
@@ -106,7 +108,7 @@ static int page_get(struct hmmfs_inode *f, uint64_t index, bool whole, bool writ
 	if (err)
 		return err;
 	if (!pg) {
-		err = hmm__page_new(&hmmfs.mem, whole, &pg);
+		err = hmm__page_new(&hmmfs.mem, whole, f, index, &pg);
 		if (err)
 			return err;
 		err = hmm__radix_insert(&f->file.pages, index, pg);
@@ -244,6 +246,8 @@ size_t hmmfs_pages_iov(struct hmmfs_inode *f, uint64_t off, size_t size,
 		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, page_of(off));
 
 		HMM_ASSERT(!pg || cpu_can_touch(pg));
+		if (pg)
+			hmm__page_touch(&hmmfs.mem, pg);
 		if (chunk > size)
 			chunk = size;
 		iov[n].iov_base = (pg ? (char *)pg->data : hmmfs.zero_page) + in_page(off);

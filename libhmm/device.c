@@ -37,6 +37,7 @@ int hmm__device_create(unsigned index, const struct hmm__device_config *cfg,
 	dev->type = cfg->type;
 	dev->numa_node = cfg->numa_node;
 	dev->config = *cfg;
+	pthread_mutex_init(&dev->lru_lock, NULL);
 	err = hmm__pool_init(&dev->pool, cfg->page_size, cfg->capacity, cfg->numa_node);
 	if (err)
 		goto out_free;
@@ -49,6 +50,7 @@ int hmm__device_create(unsigned index, const struct hmm__device_config *cfg,
 
 out_pool:
 	hmm__pool_destroy(&dev->pool);
+	pthread_mutex_destroy(&dev->lru_lock);
 out_free:
 	free(dev);
 	return err;
@@ -58,7 +60,9 @@ void hmm__device_destroy(struct hmm__device *dev)
 {
 	if (!dev)
 		return;
+	HMM_ASSERT(dev->lru_count == 0);
 	hmm__dma_destroy(dev->dma);
 	hmm__pool_destroy(&dev->pool);
+	pthread_mutex_destroy(&dev->lru_lock);
 	free(dev);
 }

@@ -9,7 +9,8 @@
  * that appear below it:
  *   1. hmm__fence.lock     (leaf)
  *   2. DMA engine queue locks (leaf; dma.c)
- *   3. hmm__pool.lock      (leaf: never held while calling out)
+ *   3. hmm__device.lru_lock (taken under an owner's lock by moves and frees)
+ *   4. hmm__pool.lock      (leaf: never held while calling out)
  */
 #ifndef HMM_INTERNAL_H
 #define HMM_INTERNAL_H
@@ -208,6 +209,8 @@ struct hmm__device_counters {
 	uint64_t evictions;             /* pages evicted to make room */
 };
 
+struct hmm__page;
+
 struct hmm__device {
 	unsigned index;
 	enum hmm__device_type type;
@@ -216,6 +219,15 @@ struct hmm__device {
 	struct hmm__pool pool;
 	struct hmm__dma *dma;
 	struct hmm__device_counters counters;
+
+	/*
+	 * The pages resident on the device, least recently used first: a page
+	 * joins at the tail when it arrives and when the CPU uses it in place.
+	 * Invariant: a page is on this list iff its loc is this device.
+	 */
+	pthread_mutex_t lru_lock;
+	struct hmm__page *lru_head, *lru_tail; /* protected by lru_lock */
+	uint64_t lru_count;                    /* protected by lru_lock */
 };
 
 /*
@@ -260,6 +272,9 @@ struct hmm__page {
 	int16_t loc;     /* HMM__LOC_HOST or a device index */
 	int16_t dest;    /* while MOVING: where to */
 	uint8_t state;   /* enum hmm__page_state */
+	void *owner;     /* whoever indexes the page (an hmmfs inode); immutable */
+	uint64_t index;  /* its index there; immutable */
+	struct hmm__page *lru_prev, *lru_next; /* on the device's LRU; its lru_lock */
 };
 
 /* The pool of a location.  Context: loc is HMM__LOC_HOST or < m->ndevices. */
@@ -269,7 +284,23 @@ struct hmm__pool *hmm__mem_pool(const struct hmm__mem *m, int loc);
  * overwrite is true (the caller is about to write all of it).
  * Return: 0, -ENOSPC (host RAM full), -ENOMEM.
  */
-int hmm__page_new(const struct hmm__mem *m, bool overwrite, struct hmm__page **out);
+int hmm__page_new(const struct hmm__mem *m, bool overwrite, void *owner, uint64_t index,
+		  struct hmm__page **out);
+/* The CPU used a page in place on a coherent device: it becomes the most
+ * recently used.  Context: takes the device's lru_lock. */
+void hmm__page_touch(const struct hmm__mem *m, struct hmm__page *pg);
+/*
+ * hmm__device_lru_oldest() - up to max pages of the device, oldest first,
+ * all with the same owner as the oldest; each is moved to the tail so that a
+ * page that cannot be evicted now is not picked again at once.  hold(owner)
+ * is called under the lock: a page on the list proves its owner still
+ * exists, so that is where the caller must take its reference.
+ * Context: takes dev->lru_lock; the pages may move or be freed as soon as it
+ * is dropped, so the caller revalidates them (by owner and index) under the
+ * owner's lock.  Return: the number of pages in indices.
+ */
+size_t hmm__device_lru_oldest(struct hmm__device *dev, void (*hold)(void *owner),
+			      void **owner, uint64_t *indices, size_t max);
 /* Free a page and its memory, wherever it lives. */
 void hmm__page_free(const struct hmm__mem *m, struct hmm__page *pg);
 /*

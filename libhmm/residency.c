@@ -19,7 +19,107 @@ struct hmm__pool *hmm__mem_pool(const struct hmm__mem *m, int loc)
 	return loc == HMM__LOC_HOST ? m->host : &m->devices[loc]->pool;
 }
 
-int hmm__page_new(const struct hmm__mem *m, bool overwrite, struct hmm__page **out)
+static void lru_unlink(struct hmm__device *dev, struct hmm__page *pg)
+{
+	if (pg->lru_prev)
+		pg->lru_prev->lru_next = pg->lru_next;
+	else
+		dev->lru_head = pg->lru_next;
+	if (pg->lru_next)
+		pg->lru_next->lru_prev = pg->lru_prev;
+	else
+		dev->lru_tail = pg->lru_prev;
+	pg->lru_prev = pg->lru_next = NULL;
+	dev->lru_count--;
+}
+
+static void lru_append(struct hmm__device *dev, struct hmm__page *pg)
+{
+	pg->lru_next = NULL;
+	pg->lru_prev = dev->lru_tail;
+	if (dev->lru_tail)
+		dev->lru_tail->lru_next = pg;
+	else
+		dev->lru_head = pg;
+	dev->lru_tail = pg;
+	dev->lru_count++;
+}
+
+/* Context: takes the lru_lock of the device at loc, if it is one. */
+static void lru_del(const struct hmm__mem *m, struct hmm__page *pg)
+{
+	struct hmm__device *dev;
+
+	if (pg->loc == HMM__LOC_HOST)
+		return;
+	dev = m->devices[pg->loc];
+	pthread_mutex_lock(&dev->lru_lock);
+	lru_unlink(dev, pg);
+	pthread_mutex_unlock(&dev->lru_lock);
+}
+
+static void lru_add(const struct hmm__mem *m, struct hmm__page *pg)
+{
+	struct hmm__device *dev;
+
+	if (pg->loc == HMM__LOC_HOST)
+		return;
+	dev = m->devices[pg->loc];
+	pthread_mutex_lock(&dev->lru_lock);
+	lru_append(dev, pg);
+	pthread_mutex_unlock(&dev->lru_lock);
+}
+
+void hmm__page_touch(const struct hmm__mem *m, struct hmm__page *pg)
+{
+	struct hmm__device *dev;
+
+	if (pg->loc == HMM__LOC_HOST)
+		return;
+	dev = m->devices[pg->loc];
+	pthread_mutex_lock(&dev->lru_lock);
+	if (dev->lru_tail != pg) {
+		lru_unlink(dev, pg);
+		lru_append(dev, pg);
+	}
+	pthread_mutex_unlock(&dev->lru_lock);
+}
+
+size_t hmm__device_lru_oldest(struct hmm__device *dev, void (*hold)(void *owner),
+			      void **owner, uint64_t *indices, size_t max)
+{
+	struct hmm__page *pg, *next, *stop;
+	size_t n = 0;
+
+	pthread_mutex_lock(&dev->lru_lock);
+	pg = dev->lru_head;
+	stop = dev->lru_tail;
+	if (pg) {
+		*owner = pg->owner;
+		hold(pg->owner);
+	}
+	/* Walk the list once; what is picked goes to the tail behind stop. */
+	while (pg && n < max) {
+		bool last = pg == stop;
+
+		next = pg->lru_next;
+		if (pg->owner == *owner) {
+			indices[n++] = pg->index;
+			if (dev->lru_tail != pg) {
+				lru_unlink(dev, pg);
+				lru_append(dev, pg);
+			}
+		}
+		if (last)
+			break;
+		pg = next;
+	}
+	pthread_mutex_unlock(&dev->lru_lock);
+	return n;
+}
+
+int hmm__page_new(const struct hmm__mem *m, bool overwrite, void *owner, uint64_t index,
+		  struct hmm__page **out)
 {
 	struct hmm__page *pg = malloc(sizeof(*pg));
 	bool zeroed;
@@ -37,12 +137,16 @@ int hmm__page_new(const struct hmm__mem *m, bool overwrite, struct hmm__page **o
 	pg->loc = HMM__LOC_HOST;
 	pg->dest = HMM__LOC_HOST;
 	pg->state = HMM__PAGE_STABLE;
+	pg->owner = owner;
+	pg->index = index;
+	pg->lru_prev = pg->lru_next = NULL;
 	*out = pg;
 	return 0;
 }
 
 void hmm__page_free(const struct hmm__mem *m, struct hmm__page *pg)
 {
+	lru_del(m, pg);
 	hmm__pool_free(hmm__mem_pool(m, pg->loc), pg->data);
 	free(pg);
 }
@@ -114,9 +218,11 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
 	}
 	for (i = 0; i < n; i++) {
 		count_move(m, pages[i]->loc, dest);
+		lru_del(m, pages[i]);
 		hmm__pool_free(hmm__mem_pool(m, pages[i]->loc), pages[i]->data);
 		pages[i]->data = fresh[i];
 		pages[i]->loc = (int16_t)dest;
+		lru_add(m, pages[i]);
 	}
 	goto out;
 
