@@ -114,7 +114,10 @@ uint64_t hmm__pool_used(struct hmm__pool *p);
  *
  * A batch submitted to a struct hmm__dma is spread over its engines in
  * contiguous shares so that N engines copy a large batch about N times as
- * fast as one; each engine serves its queue in order.
+ * fast as one; each engine serves its queue in order.  A small batch
+ * (64 KiB or less) on unthrottled engines is copied by the submitting thread
+ * before hmm__dma_submit returns and counted as an engine's work: waking an
+ * engine thread would cost far more than the copy.
  *
  * Throttling, per engine: a copy of n bytes occupies its engine for at least
  * latency_ns + n * 1e9 / bw nanoseconds (bw == 0: no bandwidth limit,
