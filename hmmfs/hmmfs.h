@@ -124,7 +124,9 @@ struct hmmfs_inode {
 	union {
 		struct {                      /* S_IFREG; protected by data_lock */
 			uint64_t size;
-			struct hmm__radix pages;  /* page index -> page */
+			struct hmm__radix pages;  /* page index -> struct hmm__page */
+			uint64_t pages_to_device, pages_to_host;
+			uint64_t cpu_faults, evictions;
 		} file;
 		struct hmmfs_dir dir;         /* S_IFDIR; protected by fs->ns_lock */
 		char *symlink;                /* S_IFLNK; immutable */
@@ -211,6 +213,7 @@ void hmmfs_ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
  * host RAM first: that is a CPU access).
  */
 int hmmfs_pages_fault_in(struct hmmfs_inode *f, uint64_t off, size_t size);
+int hmmfs_pages_move(struct hmmfs_inode *f, struct hmm__page **pages, size_t n, int dest);
 bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size);
 int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
 		      uint64_t off, bool writeback, size_t *written);

@@ -89,7 +89,7 @@ static int copy_chunk(struct hmmfs_inode *f, const uint64_t *indices, size_t n, 
 		if (!k)
 			continue;
 		if (!err)
-			err = hmm__pages_move(&hmmfs.mem, batch, k, dest);
+			err = hmmfs_pages_move(f, batch, k, dest);
 		if (!err)
 			*moved += k;
 		for (size_t i = 0; i < k; i++)
@@ -170,7 +170,9 @@ static int evict_batch(struct hmm__device *dev, const struct migration *m,
 		batch[k++] = pg;
 	}
 	if (k)
-		err = hmm__pages_move(&hmmfs.mem, batch, k, HMM__LOC_HOST);
+		err = hmmfs_pages_move(f, batch, k, HMM__LOC_HOST);
+	if (k && !err)
+		f->file.evictions += k;
 	pthread_rwlock_unlock(&f->data_lock);
 	hmmfs_inode_unpin(f);
 	if (err)
@@ -438,6 +440,34 @@ static void ioctl_device_info(fuse_req_t req, const struct hmm_device_info *in)
 	fuse_reply_ioctl(req, 0, &info, sizeof(info));
 }
 
+static void ioctl_file_stat(fuse_req_t req, struct hmmfs_inode *f)
+{
+	struct hmm_file_stat st;
+	uint64_t index = 0, ps = hmmfs.page_size;
+	struct hmm__page *pg;
+
+	memset(&st, 0, sizeof(st));
+	st.page_size = (uint32_t)ps;
+	st.ndevices = hmmfs.ndevices;
+	pthread_rwlock_rdlock(&f->data_lock);
+	st.size = f->file.size;
+	while ((pg = hmm__radix_next(&f->file.pages, &index))) {
+		if (pg->loc == HMM__LOC_HOST)
+			st.host_bytes += ps;
+		else
+			st.device_bytes[pg->loc] += ps;
+		index++;
+	}
+	st.pages_to_device = f->file.pages_to_device;
+	st.bytes_to_device = f->file.pages_to_device * ps;
+	st.pages_to_host = f->file.pages_to_host;
+	st.bytes_to_host = f->file.pages_to_host * ps;
+	st.cpu_faults = f->file.cpu_faults;
+	st.evictions = f->file.evictions;
+	pthread_rwlock_unlock(&f->data_lock);
+	fuse_reply_ioctl(req, 0, &st, sizeof(st));
+}
+
 void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		    struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		    size_t in_bufsz, size_t out_bufsz)
@@ -466,6 +496,15 @@ void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 			return;
 		}
 		ioctl_residency(req, inode, in_buf);
+		return;
+	case HMM_IOC_FILE_STAT:
+		if (out_bufsz != sizeof(struct hmm_file_stat))
+			break;
+		if (!S_ISREG(inode->type)) {
+			fuse_reply_err(req, ENOTTY);
+			return;
+		}
+		ioctl_file_stat(req, inode);
 		return;
 	case HMM_IOC_DEVICE_INFO:
 		if (in_bufsz != sizeof(struct hmm_device_info) ||

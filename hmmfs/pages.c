@@ -53,16 +53,36 @@ uint64_t hmmfs_pages_count(struct hmmfs_inode *f)
 }
 
 /*
+ * hmmfs_pages_move() - move n pages of f to dest (libhmm's
+ * hmm__pages_move) and count it in f's counters.
+ * Return: 0, -ENOSPC, -ENOMEM; nothing moved on error.
+ */
+int hmmfs_pages_move(struct hmmfs_inode *f, struct hmm__page **pages, size_t n, int dest)
+{
+	int err = hmm__pages_move(&hmmfs.mem, pages, n, dest);
+
+	if (err)
+		return err;
+	if (dest == HMM__LOC_HOST)
+		f->file.pages_to_host += n;
+	else
+		f->file.pages_to_device += n;
+	return 0;
+}
+
+/*
  * Bring a private-device page back to host RAM for the CPU.
  * Return: 0, -ENOSPC (host RAM full), -ENOMEM.
  */
-static int fault_back(struct hmm__page *pg)
+static int fault_back(struct hmmfs_inode *f, struct hmm__page *pg)
 {
 	struct hmm__device *dev = hmmfs.devices[pg->loc];
-	int err = hmm__pages_move(&hmmfs.mem, &pg, 1, HMM__LOC_HOST);
+	int err = hmmfs_pages_move(f, &pg, 1, HMM__LOC_HOST);
 
-	if (!err)
+	if (!err) {
 		__atomic_add_fetch(&dev->counters.cpu_faults, 1, __ATOMIC_RELAXED);
+		f->file.cpu_faults++;
+	}
 	return err;
 }
 
@@ -87,7 +107,7 @@ static int page_for_cpu(struct hmmfs_inode *f, uint64_t index, bool writeback,
 	if (pg) {
 		cpu_touched(pg, writeback);
 		if (!cpu_can_touch(pg))
-			err = fault_back(pg);
+			err = fault_back(f, pg);
 		else
 			hmm__page_touch(&hmmfs.mem, pg);
 	}
@@ -142,6 +162,19 @@ bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size)
 	return false;
 }
 
+static int fault_back_batch(struct hmmfs_inode *f, struct hmm__page **batch, size_t n,
+			    unsigned device)
+{
+	int err = hmmfs_pages_move(f, batch, n, HMM__LOC_HOST);
+
+	if (!err) {
+		__atomic_add_fetch(&hmmfs.devices[device]->counters.cpu_faults, n,
+				   __ATOMIC_RELAXED);
+		f->file.cpu_faults += n;
+	}
+	return err;
+}
+
 /*
  * hmmfs_pages_fault_in() - bring every private-device page of the range
  * back to host RAM, one DMA batch per device, so that pages the kernel reads
@@ -173,21 +206,15 @@ int hmmfs_pages_fault_in(struct hmmfs_inode *f, uint64_t off, size_t size)
 			if (pg->loc == (int)d)
 				batch[n++] = pg;
 			if (n == 256) {
-				err = hmm__pages_move(&hmmfs.mem, batch, n, HMM__LOC_HOST);
+				err = fault_back_batch(f, batch, n, d);
 				if (err)
 					break;
-				__atomic_add_fetch(&hmmfs.devices[d]->counters.cpu_faults, n,
-						   __ATOMIC_RELAXED);
 				n = 0;
 			}
 			index++;
 		}
-		if (!err && n) {
-			err = hmm__pages_move(&hmmfs.mem, batch, n, HMM__LOC_HOST);
-			if (!err)
-				__atomic_add_fetch(&hmmfs.devices[d]->counters.cpu_faults, n,
-						   __ATOMIC_RELAXED);
-		}
+		if (!err && n)
+			err = fault_back_batch(f, batch, n, d);
 	}
 	return err;
 }

@@ -48,3 +48,9 @@ HMM_EXPORT int hmm_device_info(int fd, unsigned int index, struct hmm_device_inf
 	info->index = index;
 	return call(fd, HMM_IOC_DEVICE_INFO, info);
 }
+
+HMM_EXPORT int hmm_file_stat(int fd, struct hmm_file_stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	return call(fd, HMM_IOC_FILE_STAT, st);
+}

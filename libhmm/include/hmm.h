@@ -162,10 +162,40 @@ struct hmm_device_info {
 #define HMM_DEVICE_PRIVATE 0
 #define HMM_DEVICE_COHERENT 1
 
+/** HMM_MAX_DEVICES - the most devices an hmmfs mount can have. */
+#define HMM_MAX_DEVICES 64
+
+/**
+ * struct hmm_file_stat - HMM_IOC_FILE_STAT: one file's residency and counters.
+ * @size: the file's size.  @page_size: the mount's page size.
+ * @ndevices: the devices of the mount (entries of @device_bytes in use).
+ * @host_bytes: bytes of pages in host RAM.
+ * @device_bytes: bytes of pages on each device.
+ * @pages_to_device, @bytes_to_device: pages moved onto a device.
+ * @pages_to_host, @bytes_to_host: pages moved back to host RAM (CPU faults
+ *     and evictions included).
+ * @cpu_faults: pages brought back to host RAM by a CPU access.
+ * @evictions: pages evicted to host RAM to make room on a device.
+ *
+ * Counters start at zero when the file is created.
+ */
+struct hmm_file_stat {
+	uint64_t size;
+	uint32_t page_size;
+	uint32_t ndevices;
+	uint64_t host_bytes;
+	uint64_t device_bytes[HMM_MAX_DEVICES];
+	uint64_t pages_to_device, bytes_to_device;
+	uint64_t pages_to_host, bytes_to_host;
+	uint64_t cpu_faults;
+	uint64_t evictions;
+};
+
 #define HMM_IOC_MAGIC 'h'
 #define HMM_IOC_MIGRATE _IOWR(HMM_IOC_MAGIC, 0x40, struct hmm_migrate)
 #define HMM_IOC_RESIDENCY _IOWR(HMM_IOC_MAGIC, 0x41, struct hmm_residency)
 #define HMM_IOC_DEVICE_INFO _IOWR(HMM_IOC_MAGIC, 0x42, struct hmm_device_info)
+#define HMM_IOC_FILE_STAT _IOR(HMM_IOC_MAGIC, 0x43, struct hmm_file_stat)
 
 /**
  * hmm_file_migrate() - move a range of an hmmfs file's pages (HMM_IOC_MIGRATE).
@@ -203,6 +233,14 @@ int hmm_file_residency(int fd, uint64_t offset, struct hmm_residency *r);
  * (not on hmmfs), or another negative errno.
  */
 int hmm_device_info(int fd, unsigned int index, struct hmm_device_info *info);
+
+/**
+ * hmm_file_stat() - an hmmfs file's residency and counters (HMM_IOC_FILE_STAT).
+ *
+ * Context: any.
+ * Return: 0, -ENOTTY (not a regular file of hmmfs), or another negative errno.
+ */
+int hmm_file_stat(int fd, struct hmm_file_stat *st);
 
 #ifdef __cplusplus
 }
