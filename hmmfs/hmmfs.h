@@ -248,6 +248,7 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 
 /* migrate.c */
 int hmmfs_migrate_start(void);
+void hmmfs_migrate_refuse(void);
 void hmmfs_migrate_stop(void);
 void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		    struct fuse_file_info *fi, unsigned flags, const void *in_buf,

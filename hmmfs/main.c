@@ -422,10 +422,6 @@ static void hmmfs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->time_gran = 1;
 }
 
-static void hmmfs_destroy(void *userdata)
-{
-	hmmfs_destroy_all();
-}
 
 int main(int argc, char *argv[])
 {
@@ -439,7 +435,6 @@ int main(int argc, char *argv[])
 	int ret = 1;
 
 	ops.init = hmmfs_init;
-	ops.destroy = hmmfs_destroy;
 	if (fuse_opt_parse(&args, &o, hmmfs_opts, opt_proc) != 0) {
 		fprintf(stderr, "hmmfs: invalid arguments; try 'hmmfs --help'\n");
 		goto out;
@@ -503,9 +498,18 @@ int main(int argc, char *argv[])
 		}
 	}
 	ret = ret ? 1 : 0;
-	hmmfs_migrate_stop();
+	/*
+	 * Shutting down: queued migrations are refused, and the one in
+	 * progress must reply before the session goes.  After fusermount3 -u
+	 * the kernel has aborted the connection, so a migration waiting in
+	 * notify_inval_inode returns at once.  (After SIGINT with files still
+	 * open, a migration that waits for a dirty page's write-back can only
+	 * end when the mount is aborted.)
+	 */
+	hmmfs_migrate_refuse();
 out_unmount:
 	fuse_session_unmount(se);
+	hmmfs_migrate_stop();
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_destroy:

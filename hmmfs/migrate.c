@@ -294,15 +294,35 @@ int hmmfs_migrate_start(void)
 	return 0;
 }
 
-/* Finish the queued migrations and stop the thread. */
+/*
+ * At shutdown: queued migrations are answered with ENOTCONN and new ones
+ * refused; the one in progress finishes (or fails) on its own.
+ */
+void hmmfs_migrate_refuse(void)
+{
+	struct migration *m, *next;
+
+	pthread_mutex_lock(&mig.lock);
+	mig.stop = true;
+	m = mig.head;
+	mig.head = NULL;
+	mig.tail = &mig.head;
+	pthread_cond_broadcast(&mig.wake);
+	pthread_mutex_unlock(&mig.lock);
+	for (; m; m = next) {
+		next = m->next;
+		fuse_reply_err(m->req, ENOTCONN);
+		hmmfs_inode_unpin(m->inode);
+		free(m);
+	}
+}
+
+/* Wait for the migration thread to end.  Context: after hmmfs_migrate_refuse. */
 void hmmfs_migrate_stop(void)
 {
 	if (!mig.running)
 		return;
-	pthread_mutex_lock(&mig.lock);
-	mig.stop = true;
-	pthread_cond_broadcast(&mig.wake);
-	pthread_mutex_unlock(&mig.lock);
+	hmmfs_migrate_refuse();
 	pthread_join(mig.thread, NULL);
 	mig.running = false;
 }
@@ -324,6 +344,13 @@ static void queue_migration(fuse_req_t req, fuse_ino_t ino, struct hmmfs_inode *
 	m->args.skipped = 0;
 	hmmfs_inode_pin(inode);
 	pthread_mutex_lock(&mig.lock);
+	if (mig.stop) {
+		pthread_mutex_unlock(&mig.lock);
+		hmmfs_inode_unpin(inode);
+		free(m);
+		fuse_reply_err(req, ENOTCONN);
+		return;
+	}
 	*mig.tail = m;
 	mig.tail = &m->next;
 	pthread_cond_signal(&mig.wake);
