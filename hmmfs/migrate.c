@@ -34,8 +34,11 @@
 
 #include <hmm.h>
 
-/* Pages handled per round of the three phases. */
-#define MIGRATE_CHUNK_PAGES 512
+/* Pages handled per round of the three phases (16 MiB of 4 KiB pages):
+ * large enough that invalidation and locking cost little against the copy. */
+#define MIGRATE_CHUNK_PAGES 4096
+/* Pages evicted per round of eviction. */
+#define EVICT_BATCH 512
 
 struct migration {
 	struct migration *next;
@@ -43,6 +46,8 @@ struct migration {
 	fuse_ino_t ino;
 	struct hmmfs_inode *inode; /* pinned until the reply */
 	struct hmm_migrate args;
+	uint64_t indices[MIGRATE_CHUNK_PAGES];      /* the chunk's MOVING pages */
+	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
 };
 
 static struct {
@@ -64,9 +69,8 @@ static struct {
  * Context: f->data_lock held for writing.
  */
 static int copy_chunk(struct hmmfs_inode *f, const uint64_t *indices, size_t n, int dest,
-		      uint64_t *moved)
+		      struct hmm__page **batch, uint64_t *moved)
 {
-	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
 	int err = 0;
 
 	for (int from = HMM__LOC_HOST; from < (int)hmmfs.ndevices; from++) {
@@ -102,7 +106,7 @@ static int copy_chunk(struct hmmfs_inode *f, const uint64_t *indices, size_t n, 
 static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 {
 	struct hmmfs_inode *f = m->inode;
-	uint64_t indices[MIGRATE_CHUNK_PAGES], index = first;
+	uint64_t *indices = m->indices, index = first;
 	struct hmm__page *pg;
 	size_t n = 0;
 	int dest = m->args.dest, err;
@@ -128,7 +132,7 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 					 (off_t)((indices[n - 1] - indices[0] + 1) << hmmfs.page_shift));
 
 	pthread_rwlock_wrlock(&f->data_lock);
-	err = copy_chunk(f, indices, n, dest, &m->args.moved);
+	err = copy_chunk(f, indices, n, dest, m->batch, &m->args.moved);
 	pthread_rwlock_unlock(&f->data_lock);
 	return err;
 }
@@ -147,15 +151,15 @@ static void hold_inode(void *owner)
 static int evict_batch(struct hmm__device *dev, const struct migration *m,
 		       uint64_t first, uint64_t end, size_t max)
 {
-	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
-	uint64_t indices[MIGRATE_CHUNK_PAGES];
+	struct hmm__page *batch[EVICT_BATCH];
+	uint64_t indices[EVICT_BATCH];
 	struct hmmfs_inode *f;
 	void *owner = NULL;
 	size_t n, k = 0;
 	int err = 0;
 
 	n = hmm__device_lru_oldest(dev, hold_inode, &owner, indices,
-				   max < MIGRATE_CHUNK_PAGES ? max : MIGRATE_CHUNK_PAGES);
+				   max < EVICT_BATCH ? max : EVICT_BATCH);
 	if (!n)
 		return 0;
 	f = owner;
@@ -207,7 +211,7 @@ static int make_room(int dest, uint64_t need, const struct migration *m,
 			return n;
 		/* A whole pass over the list that frees nothing: give up. */
 		idle = n ? 0 : idle + 1;
-		if (idle > 2 + dev->pool.capacity_pages / MIGRATE_CHUNK_PAGES)
+		if (idle > 2 + dev->pool.capacity_pages / EVICT_BATCH)
 			return -ENOSPC;
 	}
 	return 0;

@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,13 +53,14 @@
 /* The smallest share of a batch worth handing to another engine. */
 #define MIN_SHARE (256u << 10)
 /*
- * An unthrottled batch this small is copied by the submitting thread, and
+ * An unthrottled batch this small (a READ's readahead window of pages coming
+ * back from a device, at most) is copied by the submitting thread, and
  * accounted to an engine as if it had copied it: waking an engine thread on
  * another CPU costs ~50 us, a hundred times the copy of a 4 KiB page, and a
  * CPU fault that brings one page back from a device would pay it twice.
  * With throttling the engines always copy, since they model the link.
  */
-#define INLINE_MAX (64u << 10)
+#define INLINE_MAX (1u << 20)
 /* Shares are cut at multiples of this, so pages are not torn between engines. */
 #define SHARE_ALIGN 4096u
 /* Bounds on the slice a throttled engine copies between two deadlines. */
@@ -202,51 +204,64 @@ static uint64_t transfer_ns(uint64_t n, uint64_t bw)
 }
 
 /*
- * Copy one segment as the throttled engine would, starting at t0.
+ * Run one job as the throttled engine would.  A job is one transfer: it
+ * pays latency_ns once, then its bytes flow at bw.  Deadlines are computed
+ * from the job's start and the bytes copied so far, never from the time a
+ * sleep ended, so oversleeping in one slice is made up in the next; the
+ * engine sleeps once per slice of data, not per segment.
  * Return: the time at which the engine is free again.
  */
-static uint64_t copy_throttled(const struct hmm__dma *dma, const struct seg *s, uint64_t t0)
+static uint64_t copy_throttled(const struct hmm__dma *dma, const struct job *job, uint64_t t0)
 {
-	uint64_t base = t0 + dma->latency_ns, deadline = base;
-	size_t off = 0;
+	uint64_t base = t0 + dma->latency_ns, done = 0, unpaced = 0;
 
-	if (!dma->bw) {
-		if (s->len)
-			memcpy(s->dst, s->src, s->len);
-	} else {
+	for (size_t i = 0; i < job->nseg; i++) {
+		const struct seg *s = &job->seg[i];
+		size_t off = 0;
+
 		while (off < s->len) {
-			size_t n = s->len - off < dma->slice ? s->len - off : dma->slice;
+			size_t n = s->len - off;
 
+			if (dma->bw && n > dma->slice - unpaced)
+				n = dma->slice - unpaced;
 			memcpy((char *)s->dst + off, (const char *)s->src + off, n);
 			off += n;
-			deadline = base + transfer_ns(off, dma->bw);
-			if (off < s->len && deadline > now_ns())
-				sleep_until(deadline);
+			done += n;
+			unpaced += n;
+			if (dma->bw && unpaced >= dma->slice) {
+				uint64_t deadline = base + transfer_ns(done, dma->bw);
+				if (deadline > now_ns())
+					sleep_until(deadline);
+				unpaced = 0;
+			}
 		}
 	}
-	/* The last wait also covers the latency of a zero-length copy. */
-	if (deadline > now_ns())
-		sleep_until(deadline);
+	/* The end of the transfer, which also covers the latency of an empty one. */
+	{
+		uint64_t deadline = base + (dma->bw ? transfer_ns(done, dma->bw) : 0);
+		if (deadline > now_ns())
+			sleep_until(deadline);
+	}
 	return now_ns();
 }
 
 static void run_job(struct engine *e, const struct job *job)
 {
 	const struct hmm__dma *dma = e->dma;
-	uint64_t start = now_ns(), t = start, copies = 0, bytes = 0;
+	uint64_t start = now_ns(), t, copies = 0, bytes = 0;
 
 	for (size_t i = 0; i < job->nseg; i++) {
-		const struct seg *s = &job->seg[i];
-
-		if (dma->bw || dma->latency_ns)
-			t = copy_throttled(dma, s, t);
-		else if (s->len)
-			memcpy(s->dst, s->src, s->len);
-		copies += s->last;
-		bytes += s->len;
+		copies += job->seg[i].last;
+		bytes += job->seg[i].len;
 	}
-	if (!dma->bw && !dma->latency_ns)
+	if (dma->bw || dma->latency_ns) {
+		t = copy_throttled(dma, job, start);
+	} else {
+		for (size_t i = 0; i < job->nseg; i++)
+			if (job->seg[i].len)
+				memcpy(job->seg[i].dst, job->seg[i].src, job->seg[i].len);
 		t = now_ns();
+	}
 
 	pthread_mutex_lock(&e->lock);
 	e->copies += copies;
@@ -262,6 +277,8 @@ static void *engine_main(void *arg)
 
 	snprintf(name, sizeof(name), "hmm-dma%u", e->index);
 	pthread_setname_np(pthread_self(), name);
+	/* Pacing sleeps must end when asked, not up to 50 us later. */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 
 	for (;;) {
 		struct hmm__fence *fence;

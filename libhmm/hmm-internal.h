@@ -115,15 +115,16 @@ uint64_t hmm__pool_used(struct hmm__pool *p);
  * A batch submitted to a struct hmm__dma is spread over its engines in
  * contiguous shares so that N engines copy a large batch about N times as
  * fast as one; each engine serves its queue in order.  A small batch
- * (64 KiB or less) on unthrottled engines is copied by the submitting thread
+ * (1 MiB or less) on unthrottled engines is copied by the submitting thread
  * before hmm__dma_submit returns and counted as an engine's work: waking an
  * engine thread would cost far more than the copy.
  *
- * Throttling, per engine: a copy of n bytes occupies its engine for at least
- * latency_ns + n * 1e9 / bw nanoseconds (bw == 0: no bandwidth limit,
- * latency_ns == 0: none), measured from when the engine starts it; an engine
- * never sleeps for time it has already spent copying.  So with bw set, one
- * engine's achieved bandwidth on large copies is bw, not bw plus memcpy.
+ * Throttling, per engine: each engine's share of a submission is one
+ * transfer, which occupies the engine for at least latency_ns + n * 1e9 / bw
+ * nanoseconds for its n bytes (bw == 0: no bandwidth limit, latency_ns == 0:
+ * none), measured from when the engine starts it; an engine never sleeps for
+ * time it has already spent copying.  So with bw set, one engine's achieved
+ * bandwidth on large transfers is bw, not bw plus memcpy.
  * ------------------------------------------------------------------------ */
 struct hmm__dma;
 

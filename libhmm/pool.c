@@ -3,10 +3,12 @@
  * Memory pools: a fixed capacity of memory handed out one page at a time.
  *
  * Memory is mapped in chunks as pages are needed and each chunk keeps its own
- * free list, threaded through the free pages themselves.  A chunk whose pages
- * are all free is unmapped once more than POOL_SPARE_BYTES of such chunks
- * are kept, so a pool's resident memory follows what it holds without
- * remapping memory every time a file is freed and written again.
+ * free list, threaded through the free pages themselves.  Chunks stay mapped
+ * until the pool is destroyed: mapping and faulting memory in again on every
+ * migration cost more than the copies.  Up to POOL_SPARE_BYTES of empty
+ * chunks keep their memory; beyond that an empty chunk's memory is given
+ * back with MADV_FREE (the kernel takes it only when it needs it), so a
+ * pool's footprint still follows what it holds.
  */
 #include "config.h"
 #include "hmm-internal.h"
@@ -23,6 +25,9 @@
  * not pay for mapping and faulting memory in again. */
 #define POOL_SPARE_BYTES (32u << 20)
 
+#ifndef MADV_FREE
+#define MADV_FREE 8
+#endif
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -30,7 +35,9 @@
 struct hmm__chunk {
 	void *base;
 	size_t nfree;               /* pages on the free list */
-	size_t nfresh;              /* pages never handed out, at the end of the chunk */
+	size_t nfresh;              /* pages not handed out since the chunk was
+				     * mapped or released, at its end */
+	bool released;              /* MADV_FREE'd: fresh pages may hold old data */
 	void *free;                 /* first free page; each holds the next */
 	struct hmm__chunk *next;    /* in pool->partial, when it has free pages */
 	struct hmm__chunk **pprev;  /* the pointer to us in pool->partial, or NULL */
@@ -77,14 +84,6 @@ static void partial_remove(struct hmm__chunk *c)
 	c->pprev = NULL;
 }
 
-static void chunk_unmap(struct hmm__pool *p, struct hmm__chunk *c)
-{
-	hmm__radix_delete(&p->chunks, (uintptr_t)c->base >> p->chunk_shift);
-	munmap(c->base, p->chunk_size);
-	free(c);
-	p->nchunks--;
-}
-
 /* Map a chunk aligned to its size, so a page finds its chunk by address. */
 static struct hmm__chunk *chunk_map(struct hmm__pool *p)
 {
@@ -107,8 +106,10 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p)
 		munmap(base + size, (size_t)(raw + 2 * size - (base + size)));
 	if (p->numa_node >= 0 && numa_available() >= 0)
 		numa_tonode_memory(base, size, p->numa_node);
-	/* Fault the whole chunk in at once rather than a page at a time in
-	 * whoever first writes to it (a no-op before Linux 5.14). */
+	/* Fault the whole chunk in at once, as huge pages where the kernel
+	 * allows, rather than a page at a time in whoever first writes to it
+	 * (MADV_POPULATE_WRITE is a no-op before Linux 5.14). */
+	madvise(base, size, MADV_HUGEPAGE);
 	madvise(base, size, MADV_POPULATE_WRITE);
 	c->base = base;
 	c->nfresh = size / p->page_size;
@@ -150,8 +151,9 @@ int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed)
 		c->nfree--;
 		*zeroed = false;
 	} else {
-		/* Never handed out since the chunk was mapped: still zero. */
-		*zeroed = true;
+		/* Never handed out since the chunk was mapped: zero, unless its
+		 * memory was released and kept old data. */
+		*zeroed = !c->released;
 		pg = (char *)c->base + (per_chunk - c->nfresh) * p->page_size;
 		c->nfresh--;
 	}
@@ -179,11 +181,15 @@ void hmm__pool_free(struct hmm__pool *p, void *page)
 	p->used_pages--;
 	if (c->nfree + c->nfresh == per_chunk) {
 		if (p->nempty * p->chunk_size >= POOL_SPARE_BYTES) {
-			partial_remove(c);
-			chunk_unmap(p, c);
-		} else {
-			p->nempty++;
+			/* Beyond the spare chunks: give the memory back, keep the
+			 * mapping.  The free list lived in that memory: start over. */
+			madvise(c->base, p->chunk_size, MADV_FREE);
+			c->released = true;
+			c->free = NULL;
+			c->nfree = 0;
+			c->nfresh = per_chunk;
 		}
+		p->nempty++;
 	}
 	pthread_mutex_unlock(&p->lock);
 }
