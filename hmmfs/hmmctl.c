@@ -729,7 +729,8 @@ static int cmd_residency(const char *path, bool json, bool map, bool bytes)
 			const char *row[4];
 
 			snprintf(c, sizeof(c), "%" PRIu64, range_pages(&l.ranges[i], l.page_size));
-			row[0] = human(l.ranges[i].offset, bytes, a, sizeof(a));
+			/* "0", not "0 B": an offset is a position more than an amount. */
+			row[0] = l.ranges[i].offset ? human(l.ranges[i].offset, bytes, a, sizeof(a)) : "0";
 			row[1] = human(l.ranges[i].length, bytes, b, sizeof(b));
 			row[2] = c;
 			row[3] = location_name(l.ranges[i].location, loc, sizeof(loc));
@@ -770,24 +771,31 @@ static void progress(const char *to, uint64_t done, uint64_t total)
 	fprintf(stderr, "\rmigrating to %s [", to);
 	for (int i = 0; i < bar; i++)
 		fputc(i < (int)((uint64_t)bar * pct / 100) ? '#' : '-', stderr);
-	fprintf(stderr, "]%s", text);
+	fprintf(stderr, "]%s\033[K", text); /* erase what a longer line left */
 	fflush(stderr);
 }
 
 /*
- * Pages of [offset, end) that a move to dest would need room for, and the
- * room dest has; used to decide whether moving chunk by chunk can run out
- * of room half-way, which one request for the whole range never does.
+ * Whether dest has room now for every page of [offset, end) that a move
+ * would bring there.  Moving chunk by chunk could otherwise run out of room
+ * half-way, which one request for the whole range never does: the daemon
+ * refuses it before moving anything.
  */
-static bool fits_in_one_go(int fd, const struct layout *l, uint64_t offset, uint64_t end, int dest)
+static bool room_for(int fd, const struct layout *l, uint64_t offset, uint64_t end, int dest)
 {
 	struct hmm_device_info info;
-	uint64_t need = 0;
+	struct statvfs sv;
+	uint64_t need = 0, room;
 
-	if (dest == HMM_LOC_HOST)
-		return false; /* host RAM has no counters here: let the daemon decide */
-	if (hmm_device_info(fd, (unsigned)dest, &info))
-		return false;
+	if (dest == HMM_LOC_HOST) {
+		if (fstatvfs(fd, &sv) < 0)
+			return false;
+		room = (uint64_t)sv.f_bfree * sv.f_frsize;
+	} else {
+		if (hmm_device_info(fd, (unsigned)dest, &info))
+			return false;
+		room = info.capacity - info.used;
+	}
 	for (size_t i = 0; i < l->n; i++) {
 		const struct hmm_range *rg = &l->ranges[i];
 		uint64_t s = rg->offset > offset ? rg->offset : offset;
@@ -797,17 +805,47 @@ static bool fits_in_one_go(int fd, const struct layout *l, uint64_t offset, uint
 			continue;
 		need += (e + l->page_size - 1) / l->page_size - s / l->page_size;
 	}
-	return need * l->page_size <= info.capacity - info.used;
+	return need * l->page_size <= room;
+}
+
+/*
+ * On a terminal, move [offset, stop) chunk by chunk and draw a progress bar
+ * once it takes more than a second.  Return: 0 or a negative errno, with
+ * what was moved added up in *total.
+ */
+static int migrate_chunks(int fd, const char *to, int dest, uint64_t offset, uint64_t stop,
+			  struct hmm_migrate *total)
+{
+	int64_t start = now_ns();
+	struct hmm_migrate part;
+	bool bar = false;
+	int err = 0;
+
+	for (uint64_t at = offset; at < stop; at += MIGRATE_CHUNK) {
+		uint64_t n = stop - at < MIGRATE_CHUNK ? stop - at : MIGRATE_CHUNK;
+
+		err = hmm_file_migrate(fd, at, n, dest, &part);
+		if (err)
+			break;
+		total->moved += part.moved;
+		total->skipped += part.skipped;
+		if (!bar && now_ns() - start > PROGRESS_DELAY_NS)
+			bar = true;
+		if (bar)
+			progress(to, at + n - offset, stop - offset);
+	}
+	if (bar)
+		fputc('\n', stderr);
+	return err;
 }
 
 static int cmd_migrate(const char *path, const char *to, int dest, uint64_t offset,
 		       bool have_length, uint64_t length)
 {
-	struct hmm_migrate total = { 0 }, part;
+	struct hmm_migrate total = { 0 };
 	struct stat st;
-	uint64_t page_size, end;
-	bool bar = false, chunked = false;
-	int64_t start = now_ns();
+	uint64_t page_size;
+	bool chunked = false;
 	char a[32];
 	int fd, err = 0;
 
@@ -821,52 +859,27 @@ static int cmd_migrate(const char *path, const char *to, int dest, uint64_t offs
 	}
 	/* hmmfs reports its page size as st_blksize. */
 	page_size = st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
-	if (have_length && length == 0) {
-		printf("moved 0 pages (0 B) to %s, 0 already there\n", to);
-		close(fd);
-		return EXIT_OK;
-	}
-	end = have_length ? offset + length : 0;
-	if (have_length && end < offset)
-		end = UINT64_MAX;
 
 	/*
-	 * On a terminal, move chunk by chunk to draw a progress bar, but only
-	 * when the device has room for everything (so the result is the same
-	 * as one request: all or nothing) and the range is aligned (else the
-	 * first request reports the error).
+	 * Chunks only for a large, valid range that fits where it goes, so the
+	 * outcome is the one a single request would have; anything the daemon
+	 * refuses is refused by the single request below.
 	 */
-	if (isatty(STDERR_FILENO) && !(offset % page_size) && !(length % page_size)) {
-		uint64_t stop = have_length ? end : ((uint64_t)st.st_size + page_size - 1) / page_size * page_size;
+	if (isatty(STDERR_FILENO) && offset % page_size == 0 && length % page_size == 0 &&
+	    (!have_length || length <= UINT64_MAX - offset)) {
+		uint64_t eof = ((uint64_t)st.st_size + page_size - 1) / page_size * page_size;
+		uint64_t stop = have_length && length && offset + length < eof ? offset + length : eof;
 		struct layout l;
 
 		if (stop > offset && stop - offset > MIGRATE_CHUNK && load_layout(fd, &l) == 0) {
-			chunked = fits_in_one_go(fd, &l, offset, stop, dest);
+			chunked = room_for(fd, &l, offset, stop, dest);
 			free(l.ranges);
 		}
-		if (chunked) {
-			for (uint64_t at = offset; at < stop && !err; at += MIGRATE_CHUNK) {
-				uint64_t n = stop - at < MIGRATE_CHUNK ? stop - at : MIGRATE_CHUNK;
-
-				err = hmm_file_migrate(fd, at, n, dest, &part);
-				if (err)
-					break;
-				total.moved += part.moved;
-				total.skipped += part.skipped;
-				if (!bar && now_ns() - start > PROGRESS_DELAY_NS)
-					bar = true;
-				if (bar)
-					progress(to, at + n - offset, stop - offset);
-			}
-			if (bar)
-				fputc('\n', stderr);
-		}
+		if (chunked)
+			err = migrate_chunks(fd, to, dest, offset, stop, &total);
 	}
-	if (!chunked) {
-		err = hmm_file_migrate(fd, offset, have_length ? length : 0, dest, &part);
-		if (!err)
-			total = part;
-	}
+	if (!chunked)
+		err = hmm_file_migrate(fd, offset, length, dest, &total);
 	close(fd);
 	switch (err) {
 	case 0:
@@ -881,15 +894,15 @@ static int cmd_migrate(const char *path, const char *to, int dest, uint64_t offs
 		if (dest == HMM_LOC_HOST)
 			warnx("not enough room in host memory (host_mem)");
 		else
-			warnx("not enough room on %s (evict=none?)", to);
-		if (chunked && total.moved)
-			warnx("%" PRIu64 " pages were moved before that", total.moved);
+			warnx("not enough room on %s; nothing was moved", to);
+		if (total.moved)
+			warnx("%" PRIu64 " pages had been moved before that", total.moved);
 		break;
 	case -EINVAL:
 		if (offset % page_size)
 			warnx("offset %" PRIu64 " must be a multiple of the page size (%" PRIu64 ")",
 			      offset, page_size);
-		else if (have_length && length % page_size)
+		else if (length % page_size)
 			warnx("length %" PRIu64 " must be a multiple of the page size (%" PRIu64 ")",
 			      length, page_size);
 		else
@@ -1073,15 +1086,15 @@ static int cmd_stat(const char *path, bool json, bool bytes)
 
 enum command { CMD_DEVICES, CMD_RESIDENCY, CMD_MIGRATE, CMD_STAT };
 
+/* Short options start with ':' so that a missing argument is told apart. */
 static const struct {
 	const char *name;
-	const char *help;
 	const char *shortopts;
 } commands[] = {
-	[CMD_DEVICES] = { "devices", NULL, "+Jbh" },
-	[CMD_RESIDENCY] = { "residency", NULL, "+Jbmh" },
-	[CMD_MIGRATE] = { "migrate", NULL, "+t:o:l:h" },
-	[CMD_STAT] = { "stat", NULL, "+Jbh" },
+	[CMD_DEVICES] = { "devices", ":Jbh" },
+	[CMD_RESIDENCY] = { "residency", ":Jbmh" },
+	[CMD_MIGRATE] = { "migrate", ":t:o:l:h" },
+	[CMD_STAT] = { "stat", ":Jbh" },
 };
 
 static const char *command_help(enum command c)
@@ -1111,12 +1124,15 @@ static int bad_option(int c, char **argv)
 {
 	const char *arg = argv[optind - 1];
 
-	if (c == ':' || (optopt && strchr("tol", optopt) && arg && arg[0] == '-' &&
-			 arg[1] == optopt && !arg[2]))
+	if (c == ':')
 		return usage_error("option '%s' requires an argument", arg);
-	if (optopt)
-		return usage_error("invalid option -- '%c'", optopt);
-	return usage_error("unrecognized option '%s'", arg);
+	if (!strncmp(arg, "--", 2)) {
+		if (optopt && strchr(arg, '='))
+			return usage_error("option '%.*s' doesn't allow an argument",
+					   (int)(strchr(arg, '=') - arg), arg);
+		return usage_error("unrecognized option '%s'", arg);
+	}
+	return usage_error("invalid option -- '%c'", optopt);
 }
 
 static int run_command(enum command cmd, int argc, char **argv)
@@ -1128,19 +1144,8 @@ static int run_command(enum command cmd, int argc, char **argv)
 
 	optind = 0; /* glibc: start afresh on the command's own arguments */
 	opterr = 0;
-	/* '+' stops at the first operand, so let operands and options mix by
-	 * taking operands one at a time. */
-	for (;;) {
-		c = getopt_long(argc, argv, commands[cmd].shortopts, command_longopts, NULL);
-		if (c == -1) {
-			if (optind >= argc)
-				break;
-			if (path)
-				return usage_error("%s: unexpected argument '%s'", commands[cmd].name,
-						   argv[optind]);
-			path = argv[optind++];
-			continue;
-		}
+	/* Options and the operand may come in any order (getopt permutes). */
+	while ((c = getopt_long(argc, argv, commands[cmd].shortopts, command_longopts, NULL)) != -1) {
 		/* A long option that exists but not for this command. */
 		if (c != '?' && c != ':' && c != 'h' && !strchr(commands[cmd].shortopts, c))
 			return usage_error("%s: option '%s' does not apply to this command",
@@ -1159,6 +1164,10 @@ static int run_command(enum command cmd, int argc, char **argv)
 			return bad_option(c, argv);
 		}
 	}
+	if (optind < argc)
+		path = argv[optind++];
+	if (optind < argc)
+		return usage_error("%s: unexpected argument '%s'", commands[cmd].name, argv[optind]);
 	if (!path)
 		return usage_error("%s: no %s given", commands[cmd].name,
 				   cmd == CMD_DEVICES ? "mount point" :
@@ -1202,7 +1211,7 @@ int main(int argc, char **argv)
 
 	opterr = 0;
 	/* '+': options after the command belong to the command. */
-	while ((c = getopt_long(argc, argv, "+hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			usage();

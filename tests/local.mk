@@ -28,7 +28,9 @@ CRITERION_TESTS = \
 	tests/test_capacity \
 	tests/test_concurrency \
 	tests/test_options \
-	tests/test_dma
+	tests/test_dma \
+	tests/test_migrate \
+	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
 TESTS += $(CRITERION_TESTS)
 TESTS_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) -I$(top_srcdir)/tests
@@ -58,6 +60,17 @@ tests_test_concurrency_LDADD = $(TESTS_LDADD)
 tests_test_options_SOURCES = tests/test_options.c
 tests_test_options_CFLAGS = $(TESTS_CFLAGS)
 tests_test_options_LDADD = $(TESTS_LDADD)
+# Programs that link the shared libhmm are linked -no-install: without a
+# libtool wrapper script, Criterion re-executes the real binary, and the
+# parameters of a ParameterizedTest keep their addresses.
+tests_test_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_hmmctl_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_migrate_SOURCES = tests/test_migrate.c
+tests_test_migrate_CFLAGS = $(TESTS_CFLAGS)
+tests_test_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
+tests_test_hmmctl_SOURCES = tests/test_hmmctl.c
+tests_test_hmmctl_CFLAGS = $(TESTS_CFLAGS) -DHMMCTL_BIN='"$(abs_top_builddir)/hmmfs/hmmctl"'
+tests_test_hmmctl_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 # test_dma tests libhmm's internals, so it links the core library directly.
 tests_test_dma_SOURCES = tests/test_dma.c
 tests_test_dma_CFLAGS = $(TESTS_CFLAGS)
