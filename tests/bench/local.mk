@@ -5,7 +5,9 @@
 # and prints the ratios.  run.sh mounts the three and cleans up; it needs
 # root.  Neither program is installed.  BENCH_FLAGS passes options to
 # bench (e.g. BENCH_FLAGS='-v -r 5'); see run.sh for its environment.
-noinst_PROGRAMS += tests/bench/fuse_min tests/bench/bench
+# bench_device then prints the device-memory table (issue 3) on extra hmmfs
+# mounts with devices; BENCH_DEVICE_FLAGS passes options to it.
+noinst_PROGRAMS += tests/bench/fuse_min tests/bench/bench tests/bench/bench_device
 
 tests_bench_fuse_min_SOURCES = tests/bench/fuse_min.c
 tests_bench_fuse_min_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)
@@ -13,10 +15,16 @@ tests_bench_fuse_min_LDADD = $(FUSE_LIBS)
 
 tests_bench_bench_SOURCES = tests/bench/bench.c
 
+tests_bench_bench_device_SOURCES = tests/bench/bench_device.c
+tests_bench_bench_device_LDADD = libhmm/libhmm.la
+
 EXTRA_DIST += tests/bench/run.sh
 
 .PHONY: bench
-bench: hmmfs/hmmfs$(EXEEXT) tests/bench/fuse_min$(EXEEXT) tests/bench/bench$(EXEEXT)
+bench: hmmfs/hmmfs$(EXEEXT) tests/bench/fuse_min$(EXEEXT) tests/bench/bench$(EXEEXT) \
+		tests/bench/bench_device$(EXEEXT)
+	BENCH_DEVICE_BIN=$(abs_top_builddir)/tests/bench/bench_device$(EXEEXT) \
+	BENCH_DEVICE_FLAGS='$(BENCH_DEVICE_FLAGS)' \
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh \
 		$(abs_top_builddir)/hmmfs/hmmfs$(EXEEXT) \
 		$(abs_top_builddir)/tests/bench/fuse_min$(EXEEXT) \

@@ -9,6 +9,15 @@
 #   BENCH_RA_KB      read_ahead_kb for both FUSE mounts (default 1024)
 #   BENCH_HOST_MEM   hmmfs -o host_mem and the tmpfs size (default 3G)
 #   BENCH_HMMFS_OPTS extra -o options for hmmfs
+#   BENCH_DEVICE_BIN   bench_device: when set (`make bench` sets it), four
+#                      more hmmfs mounts with one private device each are
+#                      made after the main table (dma_engines=1 and 2, then
+#                      the same with dma_bw) and bench_device prints the
+#                      device table, with fuse_min as its fault baseline
+#   BENCH_DEVICE_FLAGS options for bench_device (e.g. '-v -r 5')
+#   BENCH_DEVICE_MEM   device_mem of those mounts (default 1G)
+#   BENCH_DMA_BW       dma_bw of the throttled mounts (default 500M)
+#   BENCH_DEVICE_ONLY  1: skip the main table, print only the device table
 # A binary given as "-" skips that column.  Needs root: it mounts, and the
 # benchmark writes /proc/sys/vm/drop_caches and the bdi read-ahead.
 
@@ -43,6 +52,8 @@ tmpfs_dir=
 fuse_min_dir=
 hmmfs_pid=
 fuse_min_pid=
+dev_dirs=
+dev_pids=
 
 is_mounted() {
 	mountpoint -q "$1" 2>/dev/null
@@ -76,6 +87,13 @@ fuse_down() {
 }
 
 cleanup() {
+	set -- $dev_pids
+	for d in $dev_dirs; do
+		fuse_down "$d" "$1"
+		shift
+	done
+	dev_dirs=''
+	dev_pids=''
 	fuse_down "$hmmfs_dir" "$hmmfs_pid"
 	fuse_down "$fuse_min_dir" "$fuse_min_pid"
 	if [ -n "$tmpfs_dir" ]; then
@@ -148,7 +166,40 @@ if [ "$bench_bin" = - ]; then
 	echo "$0: no benchmark binary" >&2
 	exit 1
 fi
-"$bench_bin" "$@" "$hmmfs_arg" "$tmpfs_arg" "$fuse_min_arg"
-status=$?
+status=0
+if [ "${BENCH_DEVICE_ONLY:-0}" != 1 ]; then
+	"$bench_bin" "$@" "$hmmfs_arg" "$tmpfs_arg" "$fuse_min_arg"
+	status=$?
+fi
+
+# The device table.  Each mount has one private device; the four differ
+# only in their DMA settings.  All four use the same read_ahead_kb as the
+# mounts above, fuse_min included.
+if [ -n "${BENCH_DEVICE_BIN:-}" ] && [ "$hmmfs_bin" != - ]; then
+	if [ ! -x "$BENCH_DEVICE_BIN" ]; then
+		echo "$0: $BENCH_DEVICE_BIN: not built (run make first)" >&2
+		exit 1
+	fi
+	dev_mem=${BENCH_DEVICE_MEM:-1G}
+	dma_bw=${BENCH_DMA_BW:-500M}
+	dev_args=
+	for dma in dma_engines=1 dma_engines=2 \
+		   "dma_engines=1,dma_bw=$dma_bw" "dma_engines=2,dma_bw=$dma_bw"; do
+		d=$(mktemp -d /tmp/bench-hmmfs-dev.XXXXXX) || exit 1
+		dev_dirs="$dev_dirs $d"
+		if ! fuse_up "$d" "$hmmfs_bin" -f \
+			-o "$hmmfs_opts,devices=1,device_mem=$dev_mem,device_type=private,$dma" "$d"; then
+			dev_pids="$dev_pids $started_pid"
+			exit 1
+		fi
+		dev_pids="$dev_pids $started_pid"
+		set_readahead "$d" || exit 1
+		dev_args="$dev_args $d"
+	done
+	# shellcheck disable=SC2086 # word splitting wanted: flags and directories
+	"$BENCH_DEVICE_BIN" ${BENCH_DEVICE_FLAGS:-} $dev_args "$fuse_min_arg"
+	dev_status=$?
+	[ $status -ne 0 ] || status=$dev_status
+fi
 cleanup
 exit $status
