@@ -5,20 +5,29 @@
  * hmmfs is an in-memory filesystem on the libfuse low-level API.  The kernel
  * keeps the page cache and enforces permissions (default_permissions is
  * always on); the daemon holds the namespace, the attributes and the data,
- * which lives in page-sized pieces taken from the host memory pool.
+ * which lives in page-sized pieces in host RAM or on simulated devices.
  *
  * Lock order (outermost first); a thread holding one lock takes only locks
  * further down the list:
  *   1. fs->ns_lock       rwlock: every directory's entries, dir->parent,
  *                        and the set of names.  Writers are the operations
  *                        that change the namespace.
- *   2. inode->data_lock  rwlock: a regular file's size and pages.  When two
- *                        files are locked (copy_file_range), the one at the
- *                        lower address is locked first.
+ *   2. inode->data_lock  rwlock: a regular file's size, pages, the pages'
+ *                        location and state, and its counters.  Moving a
+ *                        page, DMA included, happens under it for writing.
+ *                        When two files are locked (copy_file_range), the
+ *                        one at the lower address is locked first; eviction
+ *                        takes a victim file's lock with no other held.
  *   3. inode->attr_lock  mutex: mode, ownership, times, rdev, xattrs.
- *   4. fs->ref_lock      mutex: nlookup, nopen and nlink of every inode, and
- *                        the list of all inodes.
- *   5. pool locks        (libhmm) leaf locks.
+ *   4. device lru_lock   (libhmm) a device's LRU list.  Eviction pins the
+ *                        owner of a page while holding it, so:
+ *   5. fs->ref_lock      mutex: nlookup, nopen, nlink and npin of every
+ *                        inode, and the list of all inodes.
+ *   6. migration queue   (migrate.c) leaf.
+ *   7. DMA fence and queue locks, pool locks  (libhmm) leaf locks.
+ *
+ * Never held while calling fuse_lowlevel_notify_*: any of the above.  Only
+ * the migration thread, which is not a FUSE worker, sends notifications.
  *
  * Lifetime, all counts read under fs->ref_lock:
  *  - An inode's data is released (its pages go back to the pool and it stops
