@@ -927,6 +927,7 @@ struct place {
 
 static int stat_file(const char *path, int fd, bool json, bool bytes)
 {
+	struct hmm_file_stat fst;
 	struct hmm_device_info *devs = NULL;
 	struct place hole = { 0 }, host = { 0 }, *dev = NULL;
 	struct layout l;
@@ -937,8 +938,11 @@ static int stat_file(const char *path, int fd, bool json, bool bytes)
 	err = load_layout(fd, &l);
 	if (!err)
 		err = load_devices(fd, &devs, &ndevs);
+	if (!err)
+		err = hmm_file_stat(fd, &fst);
 	if (err) {
 		free(l.ranges);
+		free(devs);
 		return ioctl_error(path, err);
 	}
 	dev = calloc(ndevs + 1, sizeof(*dev));
@@ -973,7 +977,12 @@ static int stat_file(const char *path, int fd, bool json, bool bytes)
 			printf("%s{\"index\": %u, \"name\": \"dev%u\", \"pages\": %" PRIu64
 			       ", \"bytes\": %" PRIu64 "}", i ? ", " : "", i, i, dev[i].pages,
 			       dev[i].bytes);
-		printf("]}\n");
+		printf("],\n  \"counters\": {\"pages_to_device\": %" PRIu64
+		       ", \"bytes_to_device\": %" PRIu64 ", \"pages_to_host\": %" PRIu64
+		       ", \"bytes_to_host\": %" PRIu64 ", \"cpu_faults\": %" PRIu64
+		       ", \"evictions\": %" PRIu64 "}}\n",
+		       fst.pages_to_device, fst.bytes_to_device, fst.pages_to_host,
+		       fst.bytes_to_host, fst.cpu_faults, fst.evictions);
 	} else {
 		static const char *const header[] = { "LOCATION", "PAGES", "BYTES", NULL };
 		struct table t;
@@ -998,6 +1007,11 @@ static int stat_file(const char *path, int fd, bool json, bool bytes)
 			table_row(&t, row);
 		}
 		table_print_free(&t);
+		printf("\nMigrated to devices: %" PRIu64 " pages (%s)\n", fst.pages_to_device,
+		       human(fst.bytes_to_device, bytes, a, sizeof(a)));
+		printf("Migrated to host:    %" PRIu64 " pages (%s), of which CPU faults %" PRIu64
+		       ", evictions %" PRIu64 "\n", fst.pages_to_host,
+		       human(fst.bytes_to_host, bytes, b, sizeof(b)), fst.cpu_faults, fst.evictions);
 	}
 	free(dev);
 	free(devs);

@@ -1006,6 +1006,34 @@ Test(hmmctl, stat_of_a_file_counts_bytes_per_location)
 	cr_assert_str_eq(line_of(r->out, 5), "host          9  34 KiB");
 	cr_assert_str_eq(line_of(r->out, 6), "dev0          4  16 KiB");
 	cr_assert_str_eq(line_of(r->out, 7), "dev1          4  16 KiB");
+	cr_assert_str_eq(line_of(r->out, 9), "Migrated to devices: 8 pages (32 KiB)");
+	cr_assert_str_eq(line_of(r->out, 10),
+			 "Migrated to host:    0 pages (0 B), of which CPU faults 0, evictions 0");
+	close(fd);
+	free(r);
+}
+
+Test(hmmctl, stat_of_a_file_counts_its_migrations_and_cpu_faults)
+{
+	struct run *r = new_run();
+	int fd = layout_file("f");
+	long pg = page();
+	char c;
+	struct jv *j;
+
+	/* Read one page of dev0 (private) back: a CPU fault of at least that page. */
+	cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);
+	cr_assert_eq(pread(fd, &c, 1, 5 * pg), 1);
+	run(r, "stat", "--json", mp("f"));
+	expect_ok(r);
+	j = json_parse(r->out);
+	cr_assert_eq(jnum(j, "counters.pages_to_device"), 8);
+	cr_assert_eq(jnum(j, "counters.bytes_to_device"), 8 * pg);
+	cr_assert_geq(jnum(j, "counters.cpu_faults"), 1);
+	cr_assert_eq(jnum(j, "counters.pages_to_host"), jnum(j, "counters.cpu_faults"));
+	cr_assert_eq(jnum(j, "counters.bytes_to_host"), jnum(j, "counters.cpu_faults") * pg);
+	cr_assert_eq(jnum(j, "counters.evictions"), 0);
+	cr_assert_eq(jnum(j, "devices.0.pages"), 4 - jnum(j, "counters.cpu_faults"));
 	close(fd);
 	free(r);
 }
