@@ -245,6 +245,16 @@ static uint64_t copy_throttled(const struct hmm__dma *dma, const struct job *job
 	return now_ns();
 }
 
+/* Count work done on (or on behalf of) engine e. */
+static void account(struct engine *e, uint64_t copies, uint64_t bytes, uint64_t ns)
+{
+	pthread_mutex_lock(&e->lock);
+	e->copies += copies;
+	e->bytes += bytes;
+	e->busy_ns += ns;
+	pthread_mutex_unlock(&e->lock);
+}
+
 static void run_job(struct engine *e, const struct job *job)
 {
 	const struct hmm__dma *dma = e->dma;
@@ -263,11 +273,7 @@ static void run_job(struct engine *e, const struct job *job)
 		t = now_ns();
 	}
 
-	pthread_mutex_lock(&e->lock);
-	e->copies += copies;
-	e->bytes += bytes;
-	e->busy_ns += t - start;
-	pthread_mutex_unlock(&e->lock);
+	account(e, copies, bytes, t - start);
 }
 
 static void *engine_main(void *arg)
@@ -591,11 +597,7 @@ int hmm__dma_submit(struct hmm__dma *dma, const struct hmm__dma_copy *copies,
 		for (size_t i = 0; i < n; i++)
 			memcpy(copies[i].dst, copies[i].src, copies[i].len);
 		t = now_ns();
-		pthread_mutex_lock(&e->lock);
-		e->copies += n;
-		e->bytes += total;
-		e->busy_ns += t - start;
-		pthread_mutex_unlock(&e->lock);
+		account(e, n, total, t - start);
 		return 0; /* nothing pending: the fence is already complete */
 	}
 	shares = total / MIN_SHARE;
