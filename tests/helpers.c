@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -148,6 +149,44 @@ int as_nobody(int (*fn)(const char *), const char *path)
 	cr_assert(WIFEXITED(status), "child died (status %#x)", status);
 	cr_assert_neq(WEXITSTATUS(status), 255, "child could not drop privileges");
 	return WEXITSTATUS(status);
+}
+
+/* ---- workers in other processes ------------------------------------------ */
+
+void *shared_zalloc(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED, "mmap: %s", strerror(errno));
+	return p;
+}
+
+pthread_barrier_t *shared_barrier(unsigned count)
+{
+	pthread_barrierattr_t attr;
+	pthread_barrier_t *b = shared_zalloc(sizeof(*b));
+
+	pthread_barrierattr_init(&attr);
+	pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+	cr_assert_eq(pthread_barrier_init(b, &attr, count), 0);
+	pthread_barrierattr_destroy(&attr);
+	return b;
+}
+
+void report_fail(struct report *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (__atomic_fetch_add(&r->errors, 1, __ATOMIC_SEQ_CST) != 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(r->first, sizeof(r->first), fmt, ap);
+	va_end(ap);
+}
+
+void expect_no_failures(const struct report *r)
+{
+	cr_assert_eq(r->errors, 0, "%d failures; the first: %s", r->errors, r->first);
 }
 
 /* ---- time -------------------------------------------------------------------- */

@@ -10,6 +10,7 @@
 #define HMMFS_TEST_HELPERS_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -94,6 +95,30 @@ int as_nobody(int (*fn)(const char *), const char *path);
 			     #fn, path, (err) ? strerrorname_np(err) : "success",        \
 			     e_ ? strerrorname_np(e_) : "success");                      \
 	} while (0)
+
+/* ---- workers in other processes ------------------------------------------ */
+
+/* len bytes of zeroed memory shared with the children forked after this call. */
+void *shared_zalloc(size_t len);
+
+/* A barrier for count threads, in shared memory, usable across processes. */
+pthread_barrier_t *shared_barrier(unsigned count);
+
+/*
+ * Failures seen by worker threads or processes (placed in shared memory for
+ * the latter), for the test process to assert on: a count and the first
+ * message.
+ */
+struct report {
+	int errors;
+	char first[1024];
+};
+
+/* Count a failure; the first one's message is kept.  Safe from any thread. */
+void report_fail(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The workers must have reported no failure. */
+void expect_no_failures(const struct report *r);
 
 /* ---- time -------------------------------------------------------------------- */
 

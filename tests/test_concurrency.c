@@ -8,6 +8,7 @@
  * the test process makes Criterion assertions.
  */
 #define _GNU_SOURCE
+#include "helpers.h"
 #include "mount.h"
 
 #include <criterion/criterion.h>
@@ -33,53 +34,6 @@ TestSuite(concurrency, .init = mnt_setup, .fini = mnt_teardown);
 #define NPROC 4
 #define NTHREAD 4
 #define NWORKER (NPROC * NTHREAD)
-
-static long page(void)
-{
-	return sysconf(_SC_PAGESIZE);
-}
-
-static void *shared_zalloc(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(p, MAP_FAILED, "mmap: %s", strerror(errno));
-	return p;
-}
-
-static pthread_barrier_t *shared_barrier(unsigned count)
-{
-	pthread_barrierattr_t attr;
-	pthread_barrier_t *b = shared_zalloc(sizeof(*b));
-
-	pthread_barrierattr_init(&attr);
-	pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-	cr_assert_eq(pthread_barrier_init(b, &attr, count), 0);
-	pthread_barrierattr_destroy(&attr);
-	return b;
-}
-
-/* Failures seen by workers, in shared memory: a count and the first message. */
-struct report {
-	int errors;
-	char first[512];
-};
-
-static void fail(struct report *r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (__atomic_fetch_add(&r->errors, 1, __ATOMIC_SEQ_CST) != 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(r->first, sizeof(r->first), fmt, ap);
-	va_end(ap);
-}
-
-static void expect_no_failures(const struct report *r)
-{
-	cr_assert_eq(r->errors, 0, "%d failures; the first: %s", r->errors, r->first);
-}
 
 /*
  * Wait for every child; if one dies abnormally, kill the others (they would
@@ -200,15 +154,17 @@ static void put(struct worker *w, long long off, long long len, unsigned seed, i
 	case 1:
 		n = pwrite(w->fd, w->buf, len, off);
 		if (n != len)
-			fail(w->t->report, "worker %d: pwrite(%lld at %lld) returned %zd (%s)",
-			     w->id, len, off, n, n < 0 ? strerror(errno) : "short");
+			report_fail(w->t->report,
+				    "worker %d: pwrite(%lld at %lld) returned %zd (%s)", w->id,
+				    len, off, n, n < 0 ? strerror(errno) : "short");
 		break;
 	default:
 		memcpy(w->map + off, w->buf, half);
 		n = pwrite(w->fd, w->buf + half, len - half, off + half);
 		if (n != len - half)
-			fail(w->t->report, "worker %d: pwrite(%lld at %lld) returned %zd (%s)",
-			     w->id, len - half, off + half, n, n < 0 ? strerror(errno) : "short");
+			report_fail(w->t->report,
+				    "worker %d: pwrite(%lld at %lld) returned %zd (%s)", w->id,
+				    len - half, off + half, n, n < 0 ? strerror(errno) : "short");
 		break;
 	}
 }
@@ -224,8 +180,9 @@ static void check(struct worker *w, long long off, long long len, unsigned seed,
 		ssize_t n = pread(w->fd, w->buf, len, off);
 
 		if (n != len) {
-			fail(w->t->report, "round %d worker %d: pread(%lld at %lld) returned %zd",
-			     round, w->id, len, off, n);
+			report_fail(w->t->report,
+				    "round %d worker %d: pread(%lld at %lld) returned %zd", round,
+				    w->id, len, off, n);
 			return;
 		}
 		src = w->buf;
@@ -239,9 +196,9 @@ static void check(struct worker *w, long long off, long long len, unsigned seed,
 		bad = pattern_check(src, len, off, seed);
 	}
 	if (bad >= 0)
-		fail(w->t->report, "round %d worker %d: %s: byte at %lld wrong through %s "
-		     "(0x%02x, seed %u)", round, w->id, what, off + bad,
-		     how % 2 ? "pread" : "the mapping", src[bad], seed);
+		report_fail(w->t->report, "round %d worker %d: %s: byte at %lld wrong through %s "
+			    "(0x%02x, seed %u)", round, w->id, what, off + bad,
+			    how % 2 ? "pread" : "the mapping", src[bad], seed);
 }
 
 static void *traffic_worker(void *arg)
@@ -257,7 +214,7 @@ static void *traffic_worker(void *arg)
 		check(w, priv_off(t, w->id), t->priv, round_seed(r, w->id), how + 1, r, "own region");
 		if (r % 7 == 3 && msync(w->map + (priv_off(t, w->id) & ~(page() - 1)),
 					t->priv + page(), MS_SYNC))
-			fail(t->report, "msync: %s", strerror(errno));
+			report_fail(t->report, "msync: %s", strerror(errno));
 		for (int s = 0; s < NSHARED; s++) {
 			if ((s + r) % NWORKER != w->id)
 				continue;
@@ -404,12 +361,12 @@ static int dirrace_process(int p, void *arg)
 			snprintf(content, sizeof(content), "p%d_%d", p, j);
 			err = write_name_file(mp(a), content, O_EXCL);
 			if (err)
-				fail(d->report, "create %s: %s", a, strerror(-err));
+				report_fail(d->report, "create %s: %s", a, strerror(-err));
 			snprintf(b, sizeof(b), "%s/d%d/r%d_%d", mnt.dir, it, p, j);
 			if (rename(mp(a), b))
-				fail(d->report, "rename %s: %s", a, strerror(errno));
+				report_fail(d->report, "rename %s: %s", a, strerror(errno));
 			if (j % 3 == 0 && unlink(b))
-				fail(d->report, "unlink %s: %s", b, strerror(errno));
+				report_fail(d->report, "unlink %s: %s", b, strerror(errno));
 
 			/* Everyone races for the shared names; exactly one create wins. */
 			snprintf(a, sizeof(a), "d%d/s%d", it, j % SHARED_NAMES);
@@ -419,17 +376,18 @@ static int dirrace_process(int p, void *arg)
 				__atomic_fetch_add(&d->wins[it][j % SHARED_NAMES], 1,
 						   __ATOMIC_SEQ_CST);
 			else if (err != -EEXIST)
-				fail(d->report, "create %s: %s", a, strerror(-err));
+				report_fail(d->report, "create %s: %s", a, strerror(-err));
 
 			/* And replace one common name by rename, atomically. */
 			snprintf(a, sizeof(a), "d%d/t%d", it, p);
 			snprintf(content, sizeof(content), "%d:%d", p, j);
 			err = write_name_file(mp(a), content, O_TRUNC);
 			if (err)
-				fail(d->report, "create %s: %s", a, strerror(-err));
+				report_fail(d->report, "create %s: %s", a, strerror(-err));
 			snprintf(b, sizeof(b), "%s/d%d/common", mnt.dir, it);
 			if (rename(mp(a), b))
-				fail(d->report, "rename %s over common: %s", a, strerror(errno));
+				report_fail(d->report, "rename %s over common: %s", a,
+					    strerror(errno));
 		}
 	}
 	return 0;
@@ -551,8 +509,8 @@ static void *append_thread(void *arg)
 		pattern_fill(rec.body, sizeof(rec.body), 0, a->writer * 100000u + seq);
 		n = write(a->fd, &rec, sizeof(rec));
 		if (n != (ssize_t)sizeof(rec)) {
-			fail(a->report, "writer %d: append returned %zd (%s)", a->writer, n,
-			     n < 0 ? strerror(errno) : "short");
+			report_fail(a->report, "writer %d: append returned %zd (%s)", a->writer, n,
+				    n < 0 ? strerror(errno) : "short");
 			break;
 		}
 	}
@@ -667,8 +625,9 @@ static void check_old_or_zero(struct truncrace *t, const unsigned char *buf, lon
 		pattern_fill(want, n, off + i, TRUNC_SEED);
 		for (long long k = 0; k < n; k++)
 			if (buf[i + k] != want[k] && buf[i + k] != 0) {
-				fail(t->report, "%s: byte at %lld is 0x%02x, neither the data "
-				     "(0x%02x) nor zero", how, off + i + k, buf[i + k], want[k]);
+				report_fail(t->report, "%s: byte at %lld is 0x%02x, neither the "
+					    "data (0x%02x) nor zero", how, off + i + k, buf[i + k],
+					    want[k]);
 				return;
 			}
 	}
@@ -689,13 +648,13 @@ static void *reader_thread(void *arg)
 	unsigned char *map = NULL;
 
 	if (!buf) {
-		fail(t->report, "malloc");
+		report_fail(t->report, "malloc");
 		return NULL;
 	}
 	if (r->use_map) {
 		map = mmap(NULL, t->size, PROT_READ, MAP_SHARED, r->fd, 0);
 		if (map == MAP_FAILED) {
-			fail(t->report, "mmap: %s", strerror(errno));
+			report_fail(t->report, "mmap: %s", strerror(errno));
 			free(buf);
 			return NULL;
 		}
@@ -715,7 +674,7 @@ static void *reader_thread(void *arg)
 			ssize_t n = pread(r->fd, buf, len, off);
 
 			if (n < 0)
-				fail(t->report, "pread: %s", strerror(errno));
+				report_fail(t->report, "pread: %s", strerror(errno));
 			else
 				check_old_or_zero(t, buf, n, off, "pread");
 		}
@@ -763,11 +722,12 @@ static int truncater_process(int p, void *arg)
 		if (i % 2)
 			cut &= ~(page() - 1);
 		if (ftruncate(fd, cut) || ftruncate(fd, t->size))
-			fail(t->report, "ftruncate: %s", strerror(errno));
+			report_fail(t->report, "ftruncate: %s", strerror(errno));
 		/* Put the data back, so that readers have something to see. */
 		n = pwrite(fd, data + cut, t->size - cut, cut);
 		if (n != t->size - cut)
-			fail(t->report, "pwrite: %zd (%s)", n, n < 0 ? strerror(errno) : "short");
+			report_fail(t->report, "pwrite: %zd (%s)", n,
+				    n < 0 ? strerror(errno) : "short");
 	}
 	free(data);
 	close(fd);

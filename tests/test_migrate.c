@@ -1621,31 +1621,6 @@ Test(device_counters, a_scripted_sequence_moves_every_counter_as_expected)
 
 /* ---------------------------------------------------------------- races */
 
-/* Failures seen by threads or other processes, reported by the test process. */
-struct report {
-	int errors;
-	char first[1024];
-};
-
-static void report_fail(struct report *r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (__atomic_fetch_add(&r->errors, 1, __ATOMIC_SEQ_CST) != 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(r->first, sizeof(r->first), fmt, ap);
-	va_end(ap);
-}
-
-static void *shared_zalloc(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(p, MAP_FAILED, "mmap: %s", strerror(errno));
-	return p;
-}
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -1776,8 +1751,7 @@ Test(migrate_race, a_writer_racing_with_50_migrations_loses_no_write)
 	}
 	__atomic_store_n(&w->stop, true, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
-	cr_assert_eq(w->report.errors, 0, "%d failures; the first: %s", w->report.errors,
-		     w->report.first);
+	expect_no_failures(&w->report);
 	cr_assert_gt(w->writes, 0);
 	cr_log_info("%ld writes during %d migrations", w->writes, WR_MIGRATIONS);
 	cr_assert_eq(posix_fadvise(w->fd, 0, 0, POSIX_FADV_DONTNEED), 0);
@@ -2210,8 +2184,7 @@ ParameterizedTest(struct stress_case *c, migrate_race,
 			  "%s %d ended with status %#x", p < ST_PROCS ? "worker" : "migrator", p,
 			  status);
 	}
-	cr_assert_eq(s->report.errors, 0, "%d failures; the first: %s", s->report.errors,
-		     s->report.first);
+	expect_no_failures(&s->report);
 	for (int r = 0; r < ST_REGIONS; r++)
 		cr_assert_gt(s->ops[r], 10, "region %d: only %lld operations", r, s->ops[r]);
 	cr_assert_gt(s->migrations, 10, "only %lld migrations", s->migrations);

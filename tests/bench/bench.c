@@ -26,7 +26,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,16 +34,13 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
+
 #define NFS 3
-#define MAX_REPS 15
-#define BLOCK ((size_t)1 << 20)
-#define PAGE 4096
-#define FUSE_MAGIC 0x65735546
 #define TMPFS_MAGIC_NR 0x01021994
 
 enum unit { MBPS, OPSPS };
@@ -78,27 +74,8 @@ static int reps = 3;
 static bool verbose;          /* -v: every repetition on stderr */
 static char *buf;              /* one block, the source and sink of data */
 static uint64_t *rand_off;     /* the random read offsets, the same everywhere */
-static int failures;
 
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fprintf(stderr, "bench: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	exit(1);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+const char *const bench_prog = "bench";
 
 static void sleep_s(double s)
 {
@@ -108,93 +85,12 @@ static void sleep_s(double s)
 		;
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-/* Stamp a block so each one differs and a read can be checked cheaply. */
-static void stamp(char *b, uint64_t blockno)
-{
-	uint64_t tag = blockno * 0x9e3779b97f4a7c15ull + 1;
-
-	memcpy(b, &tag, sizeof(tag));
-	memcpy(b + BLOCK - sizeof(tag), &tag, sizeof(tag));
-}
-
-static void check_stamp(const char *b, uint64_t blockno)
-{
-	uint64_t tag = blockno * 0x9e3779b97f4a7c15ull + 1, a, z;
-
-	memcpy(&a, b, sizeof(a));
-	memcpy(&z, b + BLOCK - sizeof(z), sizeof(z));
-	if (a != tag || z != tag) {
-		if (failures++ < 5)
-			fprintf(stderr, "bench: block %llu reads back wrong\n",
-				(unsigned long long)blockno);
-	}
-}
-
-static int xopen(const char *path, int flags)
-{
-	int fd = open(path, flags, 0644);
-
-	if (fd < 0)
-		die("open %s: %s", path, strerror(errno));
-	return fd;
-}
-
-static void xclose(int fd, const char *path)
-{
-	if (close(fd) != 0)
-		die("close %s: %s", path, strerror(errno));
-}
-
 static void write_file(const char *path)
 {
 	int fd = xopen(path, O_CREAT | O_EXCL | O_WRONLY);
 
-	for (uint64_t off = 0; off < file_size; off += BLOCK) {
-		stamp(buf, off / BLOCK);
-		if (pwrite(fd, buf, BLOCK, (off_t)off) != (ssize_t)BLOCK)
-			die("write %s: %s", path, strerror(errno));
-	}
-	if (fsync(fd) != 0)
-		die("fsync %s: %s", path, strerror(errno));
+	write_stamped(fd, path, file_size, buf);
 	xclose(fd, path);
-}
-
-/* Fraction of the file's pages in the page cache. */
-static double resident(int fd)
-{
-	size_t npages = (size_t)(file_size / PAGE), n = 0;
-	unsigned char *vec;
-	void *map;
-
-	map = mmap(NULL, file_size, PROT_READ, MAP_SHARED, fd, 0);
-	if (map == MAP_FAILED)
-		die("mmap for mincore: %s", strerror(errno));
-	vec = malloc(npages);
-	if (!vec || mincore(map, file_size, vec) != 0)
-		die("mincore: %s", strerror(errno));
-	for (size_t i = 0; i < npages; i++)
-		n += vec[i] & 1;
-	free(vec);
-	munmap(map, file_size);
-	return (double)n / (double)npages;
-}
-
-static void drop_page_cache(void)
-{
-	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
-
-	if (fd < 0 || write(fd, "1", 1) != 1)
-		fprintf(stderr, "bench: drop_caches: %s\n", strerror(errno));
-	if (fd >= 0)
-		close(fd);
 }
 
 /* Make the next read of path come from the daemon.  Context: not timed. */
@@ -205,13 +101,8 @@ static void make_cold(struct fsys *fs, const char *path)
 	if (!fs->fuse)
 		return;
 	fd = xopen(path, O_RDONLY);
-	fsync(fd);
-	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-	if (resident(fd) > 0.001) {
-		drop_page_cache();
-		if (resident(fd) > 0.001)
-			fs->not_cold = true;
-	}
+	if (drop_file_cache(fd, file_size))
+		fs->not_cold = true;
 	xclose(fd, path);
 }
 
@@ -220,7 +111,7 @@ static void make_warm(struct fsys *fs, const char *path)
 {
 	int fd = xopen(path, O_RDONLY);
 
-	if (resident(fd) < 0.999) {
+	if (resident(fd, file_size) < 0.999) {
 		for (uint64_t off = 0; off < file_size; off += BLOCK)
 			if (pread(fd, buf, BLOCK, (off_t)off) != (ssize_t)BLOCK)
 				die("read %s: %s", path, strerror(errno));
@@ -460,58 +351,6 @@ static void run_all(void)
 	}
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-	double s[MAX_REPS];
-
-	memcpy(s, v, (size_t)n * sizeof(*s));
-	qsort(s, (size_t)n, sizeof(*s), cmp_double);
-	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-static uint64_t parse_size(const char *s)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-
-	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	}
-	if (*end || v < BLOCK || v % BLOCK)
-		die("bad size '%s' (a multiple of 1M)", s);
-	return v;
-}
-
-/* The mount's bdi read-ahead, or -1 when it has none (tmpfs). */
-static long read_ahead_kb(const char *dir)
-{
-	char path[128];
-	struct stat st;
-	long kb = -1;
-	FILE *f;
-
-	if (stat(dir, &st) != 0)
-		die("%s: %s", dir, strerror(errno));
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
-		 major(st.st_dev), minor(st.st_dev));
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &kb) != 1)
-		kb = -1;
-	fclose(f);
-	return kb;
-}
-
 static double memcpy_mbps(void)
 {
 	size_t len = (size_t)256 << 20;
@@ -609,7 +448,7 @@ static void print_table(void)
 	fflush(stdout);
 }
 
-static void usage(FILE *out)
+void usage(FILE *out)
 {
 	fprintf(out, "usage: bench [-v] [-s SIZE] [-n OPS] [-r REPS] HMMFS_DIR TMPFS_DIR FUSE_MIN_DIR\n"
 		     "  a directory given as '-' skips that column\n");
@@ -626,39 +465,20 @@ int main(int argc, char **argv)
 			file_size = parse_size(optarg);
 			break;
 		case 'n':
-			nops = strtol(optarg, NULL, 10);
-			if (nops < 1 || nops > 1000000)
-				die("bad -n '%s'", optarg);
+			nops = parse_count(optarg, "-n", 1, 1000000);
 			break;
-		case 'r':
-			reps = atoi(optarg);
-			if (reps < 1 || reps > MAX_REPS)
-				die("bad -r '%s' (1 to %d)", optarg, MAX_REPS);
-			break;
-		case 'v':
-			verbose = true;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 1;
+			common_option(opt, optarg, &reps, &verbose);
 		}
 	}
-	if (argc - optind != NFS) {
-		usage(stderr);
-		return 1;
-	}
+	expect_operands(argc, NFS);
 	for (int f = 0; f < NFS; f++) {
 		struct fsys *fs = &fss[f];
 		struct statfs sfs;
 
-		if (strcmp(argv[optind + f], "-") == 0)
+		if (!dir_operand(argv[optind + f], &sfs))
 			continue;
 		fs->dir = argv[optind + f];
-		if (statfs(fs->dir, &sfs) != 0)
-			die("%s: %s", fs->dir, strerror(errno));
 		fs->fuse = sfs.f_type == FUSE_MAGIC;
 		if (f != 1 && !fs->fuse)
 			die("%s is not a FUSE mount", fs->dir);
@@ -689,9 +509,5 @@ int main(int argc, char **argv)
 		if (fss[f].dir)
 			unlink(fss[f].data);
 	print_table();
-	if (failures) {
-		fprintf(stderr, "bench: %d blocks read back wrong\n", failures);
-		return 1;
-	}
-	return 0;
+	return exit_status("blocks read back wrong");
 }

@@ -41,7 +41,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,16 +49,12 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <hmm.h>
 
-#define MAX_REPS 15
-#define BLOCK ((size_t)1 << 20)
-#define PAGE 4096
-#define FUSE_MAGIC 0x65735546
+#include "bench_common.h"
 
 /* The mounts, by role. */
 enum { DEV1, DEV2, BW1, BW2, FMIN, NMNT };
@@ -86,69 +81,9 @@ static long nfaults = 4000;
 static int reps = 3;
 static bool verbose;
 static char *buf;               /* one block */
-static int failures;
 static bool not_cold;           /* some cold case found pages still cached */
 
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fprintf(stderr, "bench_device: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	exit(1);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint64_t xorshift(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-static int xopen(const char *path, int flags)
-{
-	int fd = open(path, flags, 0644);
-
-	if (fd < 0)
-		die("open %s: %s", path, strerror(errno));
-	return fd;
-}
-
-static uint64_t tag_of(uint64_t blockno)
-{
-	return blockno * 0x9e3779b97f4a7c15ull + 1;
-}
-
-static void stamp(char *b, uint64_t blockno)
-{
-	uint64_t tag = tag_of(blockno);
-
-	memcpy(b, &tag, sizeof(tag));
-	memcpy(b + BLOCK - sizeof(tag), &tag, sizeof(tag));
-}
-
-static void check_stamp(const char *b, uint64_t blockno)
-{
-	uint64_t tag = tag_of(blockno), a, z;
-
-	memcpy(&a, b, sizeof(a));
-	memcpy(&z, b + BLOCK - sizeof(z), sizeof(z));
-	if ((a != tag || z != tag) && failures++ < 5)
-		fprintf(stderr, "bench_device: block %llu reads back wrong\n",
-			(unsigned long long)blockno);
-}
+const char *const bench_prog = "bench_device";
 
 static void write_file(struct mnt *m, uint64_t size)
 {
@@ -157,78 +92,17 @@ static void write_file(struct mnt *m, uint64_t size)
 	unlink(m->data);
 	fd = xopen(m->data, O_CREAT | O_EXCL | O_WRONLY);
 	memset(buf, 0x5a, BLOCK);
-	for (uint64_t off = 0; off < size; off += BLOCK) {
-		stamp(buf, off / BLOCK);
-		if (pwrite(fd, buf, BLOCK, (off_t)off) != (ssize_t)BLOCK)
-			die("write %s: %s", m->data, strerror(errno));
-	}
-	if (fsync(fd) != 0)
-		die("fsync %s: %s", m->data, strerror(errno));
+	write_stamped(fd, m->data, size, buf);
 	close(fd);
 	m->size = size;
 	m->has_file = true;
 }
 
-/* Fraction of the file's pages in the page cache. */
-static double resident(int fd, uint64_t size)
-{
-	size_t npages = (size_t)(size / PAGE), n = 0;
-	unsigned char *vec;
-	void *map;
-
-	map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-	if (map == MAP_FAILED)
-		die("mmap for mincore: %s", strerror(errno));
-	vec = malloc(npages);
-	if (!vec || mincore(map, size, vec) != 0)
-		die("mincore: %s", strerror(errno));
-	for (size_t i = 0; i < npages; i++)
-		n += vec[i] & 1;
-	free(vec);
-	munmap(map, size);
-	return (double)n / (double)npages;
-}
-
-static void drop_page_cache(void)
-{
-	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
-
-	if (fd < 0 || write(fd, "1", 1) != 1)
-		fprintf(stderr, "bench_device: drop_caches: %s\n", strerror(errno));
-	if (fd >= 0)
-		close(fd);
-}
-
 /* Drop the file's page cache and check with mincore.  Not timed. */
 static void make_cold(int fd, uint64_t size)
 {
-	fsync(fd);
-	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-	if (resident(fd, size) > 0.001) {
-		drop_page_cache();
-		if (resident(fd, size) > 0.001)
-			not_cold = true;
-	}
-}
-
-static long read_ahead_kb(const char *dir)
-{
-	char path[128];
-	struct stat st;
-	long kb = -1;
-	FILE *f;
-
-	if (stat(dir, &st) != 0)
-		die("%s: %s", dir, strerror(errno));
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
-		 major(st.st_dev), minor(st.st_dev));
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &kb) != 1)
-		kb = -1;
-	fclose(f);
-	return kb;
+	if (drop_file_cache(fd, size))
+		not_cold = true;
 }
 
 static void dev_info(int fd, struct hmm_device_info *info)
@@ -372,29 +246,9 @@ static void put(int r, int rep, double v)
 		fprintf(stderr, "bench_device: result %d rep %d: %.2f\n", r, rep + 1, v);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median_of(const double *v, int n)
-{
-	double *s = malloc((size_t)n * sizeof(*s)), m;
-
-	if (!s)
-		die("out of memory");
-	memcpy(s, v, (size_t)n * sizeof(*s));
-	qsort(s, (size_t)n, sizeof(*s), cmp_double);
-	m = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-	free(s);
-	return m;
-}
-
 static double med(int r)
 {
-	return have[r] ? median_of(res[r], reps) : -1;
+	return have[r] ? median(res[r], reps) : -1;
 }
 
 /* ------------------------------------------------------------- rows */
@@ -694,22 +548,7 @@ static void print_tables(void)
 
 /* ------------------------------------------------------------- main */
 
-static uint64_t parse_size(const char *s)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-
-	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	}
-	if (*end || v < BLOCK || v % BLOCK)
-		die("bad size '%s' (a multiple of 1M)", s);
-	return v;
-}
-
-static void usage(FILE *out)
+void usage(FILE *out)
 {
 	fprintf(out, "usage: bench_device [-v] [-r REPS] [-s SIZE] [-S BW_SIZE] [-n FAULTS]\n"
 		     "                    DEV1_DIR DEV2_DIR BW1_DIR BW2_DIR FUSE_MIN_DIR\n"
@@ -725,11 +564,6 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "r:s:S:n:vh")) != -1) {
 		switch (opt) {
-		case 'r':
-			reps = atoi(optarg);
-			if (reps < 1 || reps > MAX_REPS)
-				die("bad -r '%s' (1 to %d)", optarg, MAX_REPS);
-			break;
 		case 's':
 			file_size = parse_size(optarg);
 			break;
@@ -737,25 +571,13 @@ int main(int argc, char **argv)
 			bw_size = parse_size(optarg);
 			break;
 		case 'n':
-			nfaults = strtol(optarg, NULL, 10);
-			if (nfaults < 100 || nfaults > 100000)
-				die("bad -n '%s' (100 to 100000)", optarg);
+			nfaults = parse_count(optarg, "-n", 100, 100000);
 			break;
-		case 'v':
-			verbose = true;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 1;
+			common_option(opt, optarg, &reps, &verbose);
 		}
 	}
-	if (argc - optind != NMNT) {
-		usage(stderr);
-		return 1;
-	}
+	expect_operands(argc, NMNT);
 	if ((uint64_t)nfaults > file_size / PAGE / 2)
 		die("-n %ld: more than half the file's pages", nfaults);
 
@@ -783,11 +605,9 @@ int main(int argc, char **argv)
 		struct mnt *m = &mnts[w];
 		struct statfs sfs;
 
-		if (strcmp(argv[optind + w], "-") == 0)
+		if (!dir_operand(argv[optind + w], &sfs))
 			continue;
 		m->dir = argv[optind + w];
-		if (statfs(m->dir, &sfs) != 0)
-			die("%s: %s", m->dir, strerror(errno));
 		if (sfs.f_type != FUSE_MAGIC)
 			die("%s is not a FUSE mount", m->dir);
 		m->ra_kb = read_ahead_kb(m->dir);
@@ -823,9 +643,5 @@ int main(int argc, char **argv)
 		if (mnts[w].has_file)
 			unlink(mnts[w].data);
 	print_tables();
-	if (failures) {
-		fprintf(stderr, "bench_device: %d data or migration errors\n", failures);
-		return 1;
-	}
-	return 0;
+	return exit_status("data or migration errors");
 }

@@ -13,9 +13,11 @@ tests_bench_fuse_min_SOURCES = tests/bench/fuse_min.c
 tests_bench_fuse_min_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)
 tests_bench_fuse_min_LDADD = $(FUSE_LIBS)
 
-tests_bench_bench_SOURCES = tests/bench/bench.c
+tests_bench_bench_SOURCES = tests/bench/bench.c tests/bench/bench_common.c \
+	tests/bench/bench_common.h
 
-tests_bench_bench_device_SOURCES = tests/bench/bench_device.c
+tests_bench_bench_device_SOURCES = tests/bench/bench_device.c tests/bench/bench_common.c \
+	tests/bench/bench_common.h
 tests_bench_bench_device_LDADD = libhmm/libhmm.la
 
 EXTRA_DIST += tests/bench/run.sh
