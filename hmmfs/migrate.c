@@ -65,40 +65,30 @@ static struct {
 
 /*
  * Phase 3 for one chunk: move the pages at indices[] that are still MOVING
- * to dest, grouped by where they are, and make every one STABLE.
+ * to dest, all or none, and make every one STABLE.
  * Context: f->data_lock held for writing.
  */
 static int copy_chunk(struct hmmfs_inode *f, const uint64_t *indices, size_t n, int dest,
 		      struct hmm__page **batch, uint64_t *moved)
 {
-	int err = 0;
+	size_t k = 0;
+	int err;
 
-	for (int from = HMM__LOC_HOST; from < (int)hmmfs.ndevices; from++) {
-		size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, indices[i]);
 
-		for (size_t i = 0; i < n; i++) {
-			struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, indices[i]);
-
-			/* Gone (truncated, punched) or touched by the CPU meanwhile. */
-			if (!pg || pg->state != HMM__PAGE_MOVING)
-				continue;
-			if (pg->loc == dest) {
-				/* Brought to the host by a write-back meanwhile. */
-				pg->state = HMM__PAGE_STABLE;
-				continue;
-			}
-			if (pg->loc == from)
-				batch[k++] = pg;
-		}
-		if (!k)
+		/* Gone (truncated, punched) or touched by the CPU meanwhile. */
+		if (!pg || pg->state != HMM__PAGE_MOVING)
 			continue;
-		if (!err)
-			err = hmmfs_pages_move(f, batch, k, dest);
-		if (!err)
-			*moved += k;
-		for (size_t i = 0; i < k; i++)
-			batch[i]->state = HMM__PAGE_STABLE;
+		pg->state = HMM__PAGE_STABLE;
+		/* Brought to the host by a write-back meanwhile. */
+		if (pg->loc != dest)
+			batch[k++] = pg;
 	}
+	/* hmm__pages_move copies each source's pages in one batch. */
+	err = hmmfs_pages_move(f, batch, k, dest);
+	if (!err)
+		*moved += k;
 	return err;
 }
 

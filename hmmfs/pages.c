@@ -70,20 +70,30 @@ int hmmfs_pages_move(struct hmmfs_inode *f, struct hmm__page **pages, size_t n, 
 	return 0;
 }
 
-/*
- * Bring a private-device page back to host RAM for the CPU.
- * Return: 0, -ENOSPC (host RAM full), -ENOMEM.
- */
-static int fault_back(struct hmmfs_inode *f, struct hmm__page *pg)
-{
-	struct hmm__device *dev = hmmfs.devices[pg->loc];
-	int err = hmmfs_pages_move(f, &pg, 1, HMM__LOC_HOST);
+/* Pages brought back to host RAM by one CPU fault, at most. */
+#define FAULT_BATCH 256
 
-	if (!err) {
-		__atomic_add_fetch(&dev->counters.cpu_faults, 1, __ATOMIC_RELAXED);
-		f->file.cpu_faults++;
-	}
-	return err;
+/*
+ * Bring n pages on private devices back to host RAM for the CPU (a CPU
+ * fault), counting it for the file and for each page's device.
+ * Return: 0, -ENOSPC (host RAM full), -ENOMEM; nothing moved on error.
+ */
+static int fault_back(struct hmmfs_inode *f, struct hmm__page **pages, size_t n)
+{
+	int16_t from[FAULT_BATCH];
+	int err;
+
+	HMM_ASSERT(n <= FAULT_BATCH);
+	for (size_t i = 0; i < n; i++)
+		from[i] = pages[i]->loc;
+	err = hmmfs_pages_move(f, pages, n, HMM__LOC_HOST);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n; i++)
+		__atomic_add_fetch(&hmmfs.devices[from[i]]->counters.cpu_faults, 1,
+				   __ATOMIC_RELAXED);
+	f->file.cpu_faults += n;
+	return 0;
 }
 
 /*
@@ -107,7 +117,7 @@ static int page_for_cpu(struct hmmfs_inode *f, uint64_t index, bool writeback,
 	if (pg) {
 		cpu_touched(pg, writeback);
 		if (!cpu_can_touch(pg))
-			err = fault_back(f, pg);
+			err = fault_back(f, &pg, 1);
 		else
 			hmm__page_touch(&hmmfs.mem, pg);
 	}
@@ -162,60 +172,36 @@ bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size)
 	return false;
 }
 
-static int fault_back_batch(struct hmmfs_inode *f, struct hmm__page **batch, size_t n,
-			    unsigned device)
-{
-	int err = hmmfs_pages_move(f, batch, n, HMM__LOC_HOST);
-
-	if (!err) {
-		__atomic_add_fetch(&hmmfs.devices[device]->counters.cpu_faults, n,
-				   __ATOMIC_RELAXED);
-		f->file.cpu_faults += n;
-	}
-	return err;
-}
-
 /*
  * hmmfs_pages_fault_in() - bring every private-device page of the range
- * back to host RAM, one DMA batch per device, so that pages the kernel reads
- * ahead together come back together.
+ * back to host RAM, one DMA batch per device (hmm__pages_move groups them),
+ * so that pages the kernel reads ahead together come back together.
  * Return: 0, -ENOSPC (host RAM full), -ENOMEM.
  */
 int hmmfs_pages_fault_in(struct hmmfs_inode *f, uint64_t off, size_t size)
 {
+	struct hmm__page *batch[FAULT_BATCH];
 	uint64_t index, last;
 	struct hmm__page *pg;
+	size_t n = 0;
 	int err = 0;
 
 	if (!size || off >= f->file.size)
 		return 0;
 	last = page_of(off + size - 1);
 	index = page_of(off);
-	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
+	while (!err && (pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
 		cpu_touched(pg, false);
+		if (!cpu_can_touch(pg))
+			batch[n++] = pg;
+		if (n == FAULT_BATCH) {
+			err = fault_back(f, batch, n);
+			n = 0;
+		}
 		index++;
 	}
-	for (unsigned d = 0; d < hmmfs.ndevices && !err; d++) {
-		struct hmm__page *batch[256];
-		size_t n = 0;
-
-		if (hmmfs.devices[d]->type != HMM__DEVICE_PRIVATE)
-			continue;
-		index = page_of(off);
-		while ((pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
-			if (pg->loc == (int)d)
-				batch[n++] = pg;
-			if (n == 256) {
-				err = fault_back_batch(f, batch, n, d);
-				if (err)
-					break;
-				n = 0;
-			}
-			index++;
-		}
-		if (!err && n)
-			err = fault_back_batch(f, batch, n, d);
-	}
+	if (!err && n)
+		err = fault_back(f, batch, n);
 	return err;
 }
 

@@ -308,7 +308,8 @@ size_t hmm__device_lru_oldest(struct hmm__device *dev, void (*hold)(void *owner)
 /* Free a page and its memory, wherever it lives. */
 void hmm__page_free(const struct hmm__mem *m, struct hmm__page *pg);
 /*
- * hmm__pages_move() - move n pages to dest with one DMA batch: allocate at
+ * hmm__pages_move() - move n pages to dest with one DMA batch per source
+ * (in any order in the array): allocate at
  * dest, copy, free the old memory, update loc, and count the move in the
  * devices' pages_in/out and bytes_in/out.  All or nothing: if dest has no
  * room for all n, nothing moves.

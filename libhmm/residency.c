@@ -177,14 +177,16 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
 	struct hmm__pool *to = hmm__mem_pool(m, dest);
 	struct hmm__dma_copy *copies;
 	void **fresh;
-	size_t i, k = 0, nalloc = 0;
+	bool *sent; /* by location + 1: that source's batch is done */
+	size_t i, k, nalloc = 0;
 	int err = 0;
 
 	if (n == 0)
 		return 0;
 	copies = calloc(n, sizeof(*copies));
 	fresh = calloc(n, sizeof(*fresh));
-	if (!copies || !fresh) {
+	sent = calloc(m->ndevices + 1, sizeof(*sent));
+	if (!copies || !fresh || !sent) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -197,16 +199,23 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
 			goto out_unalloc;
 		nalloc++;
 	}
-	/* One batch per engine set: pages from the same source go together. */
-	while (k < n) {
+	/* One DMA batch per source, wherever its pages stand in the array:
+	 * the source decides which engines copy. */
+	for (k = 0; k < n; k++) {
 		struct hmm__fence fence;
 		int from = pages[k]->loc;
 		size_t j = 0;
 
-		for (i = k; i < n && pages[i]->loc == from; i++, j++) {
+		if (sent[from + 1])
+			continue;
+		sent[from + 1] = true;
+		for (i = k; i < n; i++) {
+			if (pages[i]->loc != from)
+				continue;
 			copies[j].dst = fresh[i];
 			copies[j].src = pages[i]->data;
 			copies[j].len = m->page_size;
+			j++;
 		}
 		hmm__fence_init(&fence);
 		err = hmm__dma_submit(copier(m, from, dest)->dma, copies, j, &fence);
@@ -214,7 +223,6 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
 		hmm__fence_destroy(&fence);
 		if (err)
 			goto out_unalloc;
-		k = i;
 	}
 	for (i = 0; i < n; i++) {
 		count_move(m, pages[i]->loc, dest);
@@ -232,5 +240,6 @@ out_unalloc:
 out:
 	free(copies);
 	free(fresh);
+	free(sent);
 	return err;
 }
