@@ -49,7 +49,10 @@ void hmmfs_ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 void hmmfs_ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		    struct fuse_file_info *fi)
 {
-	/* Writes are complete when they are answered: nothing is pending. */
+	/* Writes are complete when they are answered: nothing is pending.  But
+	 * the kernel holds the file's i_rwsem until this reply, which is what
+	 * a migration's invalidation waits for (migrate.c). */
+	hmmfs_migrate_fsync(ino);
 	fuse_reply_err(req, 0);
 }
 

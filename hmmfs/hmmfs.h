@@ -27,7 +27,9 @@
  *   7. DMA fence and queue locks, pool locks  (libhmm) leaf locks.
  *
  * Never held while calling fuse_lowlevel_notify_*: any of the above.  Only
- * the migration thread, which is not a FUSE worker, sends notifications.
+ * migrate.c sends notifications: the migration thread, which is not a FUSE
+ * worker, or the worker serving an FSYNC that the migration thread caused,
+ * so that the kernel holds the file's i_rwsem meanwhile.
  *
  * Lifetime, all counts read under fs->ref_lock:
  *  - An inode's data is released (its pages go back to the pool and it stops
@@ -148,6 +150,7 @@ struct hmmfs_inode {
 
 struct hmmfs_fs {
 	struct fuse_session *se;
+	char *mountpoint;          /* absolute, for open_by_handle_at; or NULL */
 	struct hmm__pool host;     /* host RAM holding file data */
 	int host_node;             /* NUMA node of host RAM, or -1 */
 	unsigned ndevices;
@@ -259,6 +262,7 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 int hmmfs_migrate_start(void);
 void hmmfs_migrate_refuse(void);
 void hmmfs_migrate_stop(void);
+void hmmfs_migrate_fsync(fuse_ino_t ino);
 void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		    struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		    size_t in_bufsz, size_t out_bufsz);

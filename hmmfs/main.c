@@ -476,6 +476,10 @@ int main(int argc, char *argv[])
 		goto out; /* libfuse printed the reason (an unknown option) */
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_destroy;
+	/* Resolved before mounting: afterwards the walk would ask this
+	 * daemon, which does not serve requests yet.  The mount lands on the
+	 * target of a symbolic link, as this does. */
+	hmmfs.mountpoint = realpath(mountpoint, NULL);
 	if (fuse_session_mount(se, mountpoint) != 0)
 		goto out_signals;
 	fuse_daemonize(cmd.foreground);
@@ -518,6 +522,7 @@ out:
 	teardown_fs();
 	fuse_opt_free_args(&args);
 	free(cmd.mountpoint);
+	free(hmmfs.mountpoint);
 	free(o.host_mem);
 	free(o.page_size);
 	free(o.devices);

@@ -20,6 +20,19 @@
  * migrate_vma when a page is busy.  An access during phase 3 waits for the
  * data_lock and then finds the page at its destination.
  *
+ * Phase 2 must not overlap a write(2) in flight.  The kernel's write-through
+ * path copies the data into an up-to-date page-cache page and unlocks it
+ * before the WRITE reaches hmmfs; dropping the page in that window would let
+ * a concurrent READ cache the old bytes, which a later store through a
+ * mapping could even write back over the new ones.  The kernel holds the
+ * file's i_rwsem across the whole write(2), and across fsync(2) until FSYNC
+ * is answered.  So the migration thread opens the file itself (by handle,
+ * open_by_handle_at: the file may have no name), registers the invalidation
+ * in take_req and calls fsync(2): whichever FSYNC on that file a worker
+ * serves next performs it, while the kernel holds i_rwsem.  Where the daemon
+ * cannot open files by handle (it lacks CAP_DAC_READ_SEARCH), the migration
+ * thread invalidates without that protection; hmmfs(8), BUGS.
+ *
  * Phase 2 must not run in a FUSE worker that holds anything a READ or WRITE
  * needs, and the kernel must have free workers to send those WRITEs to; so
  * ioctl handlers only queue the request and return, and the migration
@@ -29,8 +42,11 @@
 #include "hmmfs.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <hmm.h>
 
@@ -46,8 +62,17 @@ struct migration {
 	fuse_ino_t ino;
 	struct hmmfs_inode *inode; /* pinned until the reply */
 	struct hmm_migrate args;
+	int own_fd;                /* open_own_fd's, or -errno; 0: not yet */
 	uint64_t indices[MIGRATE_CHUNK_PAGES];      /* the chunk's MOVING pages */
 	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
+};
+
+/* An invalidation waiting for an FSYNC to run it (phase 2). */
+enum take_state {
+	TAKE_NONE,     /* nothing to do */
+	TAKE_PENDING,  /* registered; the next FSYNC on ino runs it */
+	TAKE_RUNNING,  /* a worker is invalidating */
+	TAKE_DONE,     /* done, while the kernel held i_rwsem */
 };
 
 static struct {
@@ -57,11 +82,126 @@ static struct {
 	bool stop;                      /* protected by lock */
 	bool running;
 	pthread_t thread;
+	/* Phase 2 of the chunk in progress; protected by lock. */
+	struct {
+		enum take_state state;
+		fuse_ino_t ino;
+		off_t off, len;
+	} take_req;
+	pthread_cond_t taken;           /* take_req.state left TAKE_RUNNING */
+	bool warned;                    /* about unserialized invalidation */
 } mig = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.wake = PTHREAD_COND_INITIALIZER,
+	.taken = PTHREAD_COND_INITIALIZER,
 	.tail = &mig.head,
 };
+
+/* The kernel's file handle for a FUSE inode: FILEID_INO64_GEN, the node id
+ * in two 32-bit words and the generation (fs/fuse/inode.c, fuse_encode_fh). */
+#define FUSE_FILEID_INO64_GEN 0x81
+
+/*
+ * A file descriptor of the migration thread's own on m's file, for fsync(2)
+ * to hold the file's i_rwsem.  Opened by handle through the mount point,
+ * and checked to be the right file (another mount may hide this one).
+ * Return: the descriptor, or a negative errno.
+ */
+static int open_own_fd(const struct migration *m)
+{
+	union {
+		struct file_handle h;
+		char space[sizeof(struct file_handle) + 3 * sizeof(uint32_t)];
+	} fh;
+	uint32_t raw[3] = { (uint32_t)((uint64_t)m->ino >> 32), (uint32_t)m->ino,
+			    (uint32_t)m->inode->generation };
+	struct stat st;
+	int dir, fd;
+
+	if (!hmmfs.mountpoint)
+		return -ENOENT;
+	dir = open(hmmfs.mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return -errno;
+	fh.h.handle_bytes = sizeof(raw);
+	fh.h.handle_type = FUSE_FILEID_INO64_GEN;
+	memcpy(fh.h.f_handle, raw, sizeof(raw));
+	fd = open_by_handle_at(dir, &fh.h, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fd = -errno;
+	close(dir);
+	if (fd >= 0 && (fstat(fd, &st) != 0 || st.st_ino != m->inode->ino)) {
+		close(fd);
+		fd = -ESTALE;
+	}
+	return fd;
+}
+
+/*
+ * hmmfs_migrate_fsync() - run the invalidation registered for ino, if any.
+ * Called by the FSYNC handler before it replies: the kernel holds the
+ * file's i_rwsem until then, so no write(2) is half done (see the top).
+ * Context: a FUSE worker, no lock held.
+ */
+void hmmfs_migrate_fsync(fuse_ino_t ino)
+{
+	off_t off, len;
+
+	pthread_mutex_lock(&mig.lock);
+	if (mig.take_req.state != TAKE_PENDING || mig.take_req.ino != ino) {
+		pthread_mutex_unlock(&mig.lock);
+		return;
+	}
+	mig.take_req.state = TAKE_RUNNING;
+	off = mig.take_req.off;
+	len = mig.take_req.len;
+	pthread_mutex_unlock(&mig.lock);
+
+	fuse_lowlevel_notify_inval_inode(hmmfs.se, ino, off, len);
+
+	pthread_mutex_lock(&mig.lock);
+	mig.take_req.state = TAKE_DONE;
+	pthread_cond_broadcast(&mig.taken);
+	pthread_mutex_unlock(&mig.lock);
+}
+
+/*
+ * Phase 2: drop [off, off + len) of the file from the page cache, through
+ * an FSYNC on own_fd when there is one.  If the FSYNC cannot be had (the
+ * file could not be opened; fsync(2) failed before sending it), invalidate
+ * directly, unprotected against write(2), and say so once.
+ */
+static void take_from_cpu(const struct migration *m, int own_fd, off_t off, off_t len)
+{
+	bool done;
+
+	pthread_mutex_lock(&mig.lock);
+	mig.take_req.state = TAKE_PENDING;
+	mig.take_req.ino = m->ino;
+	mig.take_req.off = off;
+	mig.take_req.len = len;
+	pthread_mutex_unlock(&mig.lock);
+
+	/* A failed write-back before the FSYNC is reported once: try again. */
+	for (int tries = 0; own_fd >= 0 && tries < 2; tries++) {
+		int err = fsync(own_fd) ? errno : 0;
+
+		pthread_mutex_lock(&mig.lock);
+		done = mig.take_req.state != TAKE_PENDING;
+		pthread_mutex_unlock(&mig.lock);
+		if (done || err == ENOTCONN)
+			break;
+	}
+	pthread_mutex_lock(&mig.lock);
+	/* Another FSYNC on the file may have taken it and still be running. */
+	while (mig.take_req.state == TAKE_RUNNING)
+		pthread_cond_wait(&mig.taken, &mig.lock);
+	done = mig.take_req.state == TAKE_DONE;
+	mig.take_req.state = TAKE_NONE;
+	pthread_mutex_unlock(&mig.lock);
+	if (!done)
+		fuse_lowlevel_notify_inval_inode(hmmfs.se, m->ino, off, len);
+}
 
 /*
  * Phase 3 for one chunk: move the pages at indices[] that are still MOVING
@@ -117,9 +257,17 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 		return 0;
 
 	/* Take the pages from the CPU; the kernel reports no errors here. */
-	fuse_lowlevel_notify_inval_inode(hmmfs.se, m->ino,
-					 (off_t)(indices[0] << hmmfs.page_shift),
-					 (off_t)((indices[n - 1] - indices[0] + 1) << hmmfs.page_shift));
+	if (!m->own_fd) {
+		m->own_fd = open_own_fd(m);
+		if (m->own_fd < 0 && !mig.warned) {
+			mig.warned = true;
+			fprintf(stderr, "hmmfs: cannot open a file by handle to migrate it (%s); "
+				"migrations are not serialized against write(2)\n",
+				strerror(-m->own_fd));
+		}
+	}
+	take_from_cpu(m, m->own_fd, (off_t)(indices[0] << hmmfs.page_shift),
+		      (off_t)((indices[n - 1] - indices[0] + 1) << hmmfs.page_shift));
 
 	pthread_rwlock_wrlock(&f->data_lock);
 	err = copy_chunk(f, indices, n, dest, m->batch, &m->args.moved);
@@ -249,6 +397,10 @@ static void migrate(struct migration *m)
 	for (uint64_t at = first; at < end && !err; at += MIGRATE_CHUNK_PAGES)
 		err = migrate_chunk(m, at, end - at < MIGRATE_CHUNK_PAGES ? end - at
 									  : MIGRATE_CHUNK_PAGES);
+	/* Closed before the reply, so that the caller never sees the file
+	 * open longer than its own migration. */
+	if (m->own_fd > 0)
+		close(m->own_fd);
 	if (err)
 		fuse_reply_err(m->req, -err);
 	else

@@ -84,3 +84,20 @@ endif
 
 dist_check_SCRIPTS += tests/fio.sh tests/stress-ng.sh
 TESTS += tests/fio.sh tests/stress-ng.sh
+
+# `make stress`: the randomized migration race (test_migrate, migrate_race)
+# for STRESS_SECONDS per case (default 60; make check runs 5) on seeds
+# shifted by STRESS_SEED (default: the clock, printed so that a failure can
+# be replayed with STRESS_SEED=n).  Needs root, like make check.
+.PHONY: stress
+if HAVE_CRITERION
+stress: hmmfs/hmmfs$(EXEEXT) tests/test_migrate$(EXEEXT)
+	@seed=$${STRESS_SEED:-$$(date +%s)}; \
+	echo "stress: seed shift $$seed, $${STRESS_SECONDS:-60} s per case"; \
+	HMMFS_BIN="$(abs_top_builddir)/hmmfs/hmmfs" HMMFS_STRESS_SEED=$$seed \
+	HMMFS_STRESS_SECONDS=$${STRESS_SECONDS:-60} \
+	tests/test_migrate$(EXEEXT) --filter 'migrate_race/*' --verbose=1 || \
+	{ echo "stress: FAILED; replay with STRESS_SEED=$$seed" >&2; exit 1; }
+else
+stress: no-criterion
+endif
