@@ -64,6 +64,7 @@ struct migration {
 	struct hmm_migrate args;
 	int own_fd;                /* open_own_fd's, or -errno; 0: not yet */
 	uint64_t indices[MIGRATE_CHUNK_PAGES];      /* the chunk's MOVING pages */
+	uint64_t found[MIGRATE_CHUNK_PAGES];        /* scratch: indices of batch[] */
 	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
 };
 
@@ -209,16 +210,23 @@ static void take_from_cpu(const struct migration *m, int own_fd, off_t off, off_
  * Context: f->data_lock held for writing.
  */
 static int copy_chunk(struct hmmfs_inode *f, const uint64_t *indices, size_t n, int dest,
-		      struct hmm__page **batch, uint64_t *moved)
+		      struct hmm__page **batch, uint64_t *found, uint64_t *moved)
 {
-	size_t k = 0;
+	uint64_t at = indices[0];
+	size_t k = 0, got, j = 0;
 	int err;
 
-	for (size_t i = 0; i < n; i++) {
-		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, indices[i]);
+	/* The pages now in the range, matched against indices[] (both sorted):
+	 * a page may be gone (truncated, punched) or new meanwhile. */
+	got = hmm__radix_gang(&f->file.pages, &at, indices[n - 1] + 1, (void **)batch, found,
+			      MIGRATE_CHUNK_PAGES);
+	for (size_t i = 0; i < got; i++) {
+		struct hmm__page *pg = batch[i];
 
-		/* Gone (truncated, punched) or touched by the CPU meanwhile. */
-		if (!pg || pg->state != HMM__PAGE_MOVING)
+		while (j < n && indices[j] < found[i])
+			j++;
+		/* Not one of ours, or touched by the CPU meanwhile. */
+		if (j == n || indices[j] != found[i] || pg->state != HMM__PAGE_MOVING)
 			continue;
 		pg->state = HMM__PAGE_STABLE;
 		/* Brought to the host by a write-back meanwhile. */
@@ -237,20 +245,23 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 {
 	struct hmmfs_inode *f = m->inode;
 	uint64_t *indices = m->indices, index = first;
-	struct hmm__page *pg;
-	size_t n = 0;
+	size_t n = 0, got;
 	int dest = m->args.dest, err;
 
 	pthread_rwlock_wrlock(&f->data_lock);
-	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index < first + npages) {
+	got = hmm__radix_gang(&f->file.pages, &index, first + npages, (void **)m->batch,
+			      indices, MIGRATE_CHUNK_PAGES);
+	/* Keep in indices[] (in place: n <= i) the pages that will move. */
+	for (size_t i = 0; i < got; i++) {
+		struct hmm__page *pg = m->batch[i];
+
 		if (pg->loc == dest) {
 			m->args.skipped++;
 		} else if (pg->state == HMM__PAGE_STABLE) {
 			pg->state = HMM__PAGE_MOVING;
 			pg->dest = (int16_t)dest;
-			indices[n++] = index;
+			indices[n++] = indices[i];
 		}
-		index++;
 	}
 	pthread_rwlock_unlock(&f->data_lock);
 	if (!n)
@@ -270,7 +281,7 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 		      (off_t)((indices[n - 1] - indices[0] + 1) << hmmfs.page_shift));
 
 	pthread_rwlock_wrlock(&f->data_lock);
-	err = copy_chunk(f, indices, n, dest, m->batch, &m->args.moved);
+	err = copy_chunk(f, indices, n, dest, m->batch, m->found, &m->args.moved);
 	pthread_rwlock_unlock(&f->data_lock);
 	return err;
 }
@@ -355,16 +366,17 @@ static int make_room(int dest, uint64_t need, const struct migration *m,
 	return 0;
 }
 
-/* Pages of [first, end) that are not holes and not at dest. */
-static uint64_t pages_to_move(struct hmmfs_inode *f, uint64_t first, uint64_t end, int dest)
+/* Pages of [first, end) that are not holes and not at dest; m's arrays
+ * are the scratch space. */
+static uint64_t pages_to_move(struct migration *m, uint64_t first, uint64_t end, int dest)
 {
 	uint64_t index = first, n = 0;
-	struct hmm__page *pg;
+	size_t got;
 
-	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index < end) {
-		n += pg->loc != dest;
-		index++;
-	}
+	while ((got = hmm__radix_gang(&m->inode->file.pages, &index, end, (void **)m->batch,
+				      m->found, MIGRATE_CHUNK_PAGES)))
+		for (size_t i = 0; i < got; i++)
+			n += m->batch[i]->loc != dest;
 	return n;
 }
 
@@ -383,7 +395,7 @@ static void migrate(struct migration *m)
 			end = last;
 	}
 	if (first < end)
-		need = pages_to_move(m->inode, first, end, m->args.dest);
+		need = pages_to_move(m, first, end, m->args.dest);
 	pthread_rwlock_unlock(&m->inode->data_lock);
 	/* Refuse what cannot fit before moving anything, so a failed migration
 	 * leaves every page where it was.  (Another writer can still fill the

@@ -53,6 +53,14 @@ void *hmm__radix_delete(struct hmm__radix *r, uint64_t index);
  * set to where it lives, or NULL (and *index unchanged) if there is none.
  */
 void *hmm__radix_next(const struct hmm__radix *r, uint64_t *index);
+/*
+ * hmm__radix_gang() - the items with indices in [*index, end), in order, at
+ * most max of them, into items[] and their indices into indices[]; *index
+ * is left where the next call should continue.  One tree descent per 64
+ * indices rather than one per item.  Return: the number found.
+ */
+size_t hmm__radix_gang(const struct hmm__radix *r, uint64_t *index, uint64_t end,
+		       void **items, uint64_t *indices, size_t max);
 /* Remove every entry at index >= first, passing each to fn (may be NULL). */
 void hmm__radix_truncate(struct hmm__radix *r, uint64_t first,
 			 void (*fn)(void *item, void *arg), void *arg);
@@ -103,6 +111,15 @@ void hmm__pool_destroy(struct hmm__pool *p);
 int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed);
 /* Context: takes p->lock. */
 void hmm__pool_free(struct hmm__pool *p, void *page);
+/*
+ * hmm__pool_alloc_bulk() - take n pages under one acquisition of p->lock,
+ * all or none; their contents are undefined (for pages about to be
+ * overwritten whole).
+ * Return: 0, -ENOSPC (fewer than n pages left), -ENOMEM.
+ */
+int hmm__pool_alloc_bulk(struct hmm__pool *p, size_t n, void **pages);
+/* Give n pages back under one acquisition of p->lock. */
+void hmm__pool_free_bulk(struct hmm__pool *p, void *const *pages, size_t n);
 /* Pages in use now. Context: takes p->lock. */
 uint64_t hmm__pool_used(struct hmm__pool *p);
 
@@ -308,11 +325,13 @@ size_t hmm__device_lru_oldest(struct hmm__device *dev, void (*hold)(void *owner)
 /* Free a page and its memory, wherever it lives. */
 void hmm__page_free(const struct hmm__mem *m, struct hmm__page *pg);
 /*
- * hmm__pages_move() - move n pages to dest with one DMA batch per source
- * (in any order in the array): allocate at
- * dest, copy, free the old memory, update loc, and count the move in the
- * devices' pages_in/out and bytes_in/out.  All or nothing: if dest has no
- * room for all n, nothing moves.
+ * hmm__pages_move() - move n pages to dest, wherever each is (in any order
+ * in the array): allocate at dest, copy with the source's engines (the
+ * destination's for pages in host RAM), free the old memory, update loc,
+ * and count the move in the devices' pages_in/out and bytes_in/out.  One
+ * DMA submission per source; a source's pages are finished while the next
+ * source's copy.  All or nothing: if dest has no room for all n, or memory
+ * runs out, nothing moves.
  * Context: the owner's lock is held, or the pages are MOVING and nobody else
  * touches their data.
  * Return: 0, -ENOSPC (dest full), -ENOMEM.

@@ -122,24 +122,18 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p)
 	return c;
 }
 
-int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed)
+/* Take one page.  Context: p->lock held; the caller checked the capacity. */
+static int take_locked(struct hmm__pool *p, void **page, bool *zeroed)
 {
 	size_t per_chunk = p->chunk_size / p->page_size;
 	struct hmm__chunk *c;
 	void *pg;
 
-	pthread_mutex_lock(&p->lock);
-	if (p->used_pages >= p->capacity_pages) {
-		pthread_mutex_unlock(&p->lock);
-		return -ENOSPC;
-	}
 	c = p->partial;
 	if (!c) {
 		c = chunk_map(p);
-		if (!c) {
-			pthread_mutex_unlock(&p->lock);
+		if (!c)
 			return -ENOMEM;
-		}
 		partial_add(p, c);
 		p->nempty++;
 	}
@@ -160,19 +154,26 @@ int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed)
 	if (!c->free && !c->nfresh)
 		partial_remove(c);
 	p->used_pages++;
-	pthread_mutex_unlock(&p->lock);
 	*page = pg;
 	return 0;
 }
 
-void hmm__pool_free(struct hmm__pool *p, void *page)
+/* The chunk holding page; hint, if not NULL, is tried first. */
+static struct hmm__chunk *chunk_of(struct hmm__pool *p, void *page, struct hmm__chunk *hint)
 {
-	struct hmm__chunk *c;
+	struct hmm__chunk *c = hint;
+
+	if (!c || (uintptr_t)page - (uintptr_t)c->base >= p->chunk_size)
+		c = hmm__radix_lookup(&p->chunks, (uintptr_t)page >> p->chunk_shift);
+	HMM_ASSERT(c);
+	return c;
+}
+
+/* Give one page back to its chunk c.  Context: p->lock held. */
+static void put_locked(struct hmm__pool *p, struct hmm__chunk *c, void *page)
+{
 	size_t per_chunk = p->chunk_size / p->page_size;
 
-	pthread_mutex_lock(&p->lock);
-	c = hmm__radix_lookup(&p->chunks, (uintptr_t)page >> p->chunk_shift);
-	HMM_ASSERT(c);
 	if (!c->free && !c->nfresh)
 		partial_add(p, c);
 	*(void **)page = c->free;
@@ -190,6 +191,62 @@ void hmm__pool_free(struct hmm__pool *p, void *page)
 			c->nfresh = per_chunk;
 		}
 		p->nempty++;
+	}
+}
+
+int hmm__pool_alloc(struct hmm__pool *p, void **page, bool *zeroed)
+{
+	int err = -ENOSPC;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->used_pages < p->capacity_pages)
+		err = take_locked(p, page, zeroed);
+	pthread_mutex_unlock(&p->lock);
+	return err;
+}
+
+int hmm__pool_alloc_bulk(struct hmm__pool *p, size_t n, void **pages)
+{
+	struct hmm__chunk *c = NULL;
+	size_t i;
+	int err = 0;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->capacity_pages - p->used_pages < n)
+		err = -ENOSPC;
+	for (i = 0; !err && i < n; i++) {
+		bool zeroed;
+
+		err = take_locked(p, &pages[i], &zeroed);
+		if (err)
+			break;
+	}
+	if (err) {
+		/* pages[0, i) were taken. */
+		while (i-- > 0) {
+			c = chunk_of(p, pages[i], c);
+			put_locked(p, c, pages[i]);
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return err;
+}
+
+void hmm__pool_free(struct hmm__pool *p, void *page)
+{
+	pthread_mutex_lock(&p->lock);
+	put_locked(p, chunk_of(p, page, NULL), page);
+	pthread_mutex_unlock(&p->lock);
+}
+
+void hmm__pool_free_bulk(struct hmm__pool *p, void *const *pages, size_t n)
+{
+	struct hmm__chunk *c = NULL;
+
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < n; i++) {
+		c = chunk_of(p, pages[i], c);
+		put_locked(p, c, pages[i]);
 	}
 	pthread_mutex_unlock(&p->lock);
 }

@@ -180,6 +180,62 @@ void *hmm__radix_next(const struct hmm__radix *r, uint64_t *index)
 	return found;
 }
 
+/* The leaf node covering index, or NULL. */
+static struct radix_node *leaf_of(const struct hmm__radix *r, uint64_t index)
+{
+	struct radix_node *node = r->root;
+
+	if (!fits(r->height, index))
+		return NULL;
+	for (unsigned level = r->height - 1; node && level > 0; level--)
+		node = node->slot[(index >> shift_of(level)) & RADIX_MASK];
+	return node;
+}
+
+size_t hmm__radix_gang(const struct hmm__radix *r, uint64_t *index, uint64_t end,
+		       void **items, uint64_t *indices, size_t max)
+{
+	uint64_t at = *index;
+	size_t n = 0;
+
+	/* One descent per leaf: find the next item, then scan its leaf. */
+	while (n < max && at < end) {
+		struct radix_node *leaf;
+		uint64_t base;
+
+		if (!hmm__radix_next(r, &at) || at >= end) {
+			at = end;
+			break;
+		}
+		leaf = leaf_of(r, at);
+		base = at & ~(uint64_t)RADIX_MASK;
+		for (unsigned i = at & RADIX_MASK; i < RADIX_SLOTS; i++) {
+			uint64_t idx = base + i;
+
+			if (idx >= end) {
+				at = end;
+				goto out;
+			}
+			if (n == max) {
+				at = idx;
+				goto out;
+			}
+			if (leaf->slot[i]) {
+				items[n] = leaf->slot[i];
+				indices[n++] = idx;
+			}
+		}
+		at = base + RADIX_SLOTS;
+		if (at == 0) {
+			at = end; /* past the last leaf of the index space */
+			break;
+		}
+	}
+out:
+	*index = at;
+	return n;
+}
+
 static void free_nodes(struct radix_node *node, unsigned level)
 {
 	for (unsigned i = 0; level > 0 && i < RADIX_SLOTS; i++)

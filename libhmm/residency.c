@@ -58,18 +58,6 @@ static void lru_del(const struct hmm__mem *m, struct hmm__page *pg)
 	pthread_mutex_unlock(&dev->lru_lock);
 }
 
-static void lru_add(const struct hmm__mem *m, struct hmm__page *pg)
-{
-	struct hmm__device *dev;
-
-	if (pg->loc == HMM__LOC_HOST)
-		return;
-	dev = m->devices[pg->loc];
-	pthread_mutex_lock(&dev->lru_lock);
-	lru_append(dev, pg);
-	pthread_mutex_unlock(&dev->lru_lock);
-}
-
 void hmm__page_touch(const struct hmm__mem *m, struct hmm__page *pg)
 {
 	struct hmm__device *dev;
@@ -157,89 +145,153 @@ static struct hmm__device *copier(const struct hmm__mem *m, int from, int to)
 	return m->devices[from != HMM__LOC_HOST ? from : to];
 }
 
-/* Every move counts as one page out of its source and into its destination. */
-static void count_move(const struct hmm__mem *m, int from, int to)
+/* n moves from one source to one destination, in the devices' counters. */
+static void count_moves(const struct hmm__mem *m, int from, int to, uint64_t n)
 {
 	if (from != HMM__LOC_HOST) {
 		struct hmm__device_counters *c = &m->devices[from]->counters;
-		__atomic_add_fetch(&c->pages_out, 1, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&c->bytes_out, m->page_size, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&c->pages_out, n, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&c->bytes_out, n * m->page_size, __ATOMIC_RELAXED);
 	}
 	if (to != HMM__LOC_HOST) {
 		struct hmm__device_counters *c = &m->devices[to]->counters;
-		__atomic_add_fetch(&c->pages_in, 1, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&c->bytes_in, m->page_size, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&c->pages_in, n, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&c->bytes_in, n * m->page_size, __ATOMIC_RELAXED);
 	}
 }
 
+/*
+ * One submission of a move: the pages order[first, first + n) of the
+ * caller's array, all from the same source, copied into fresh[] against
+ * fence.
+ */
+struct move_part {
+	size_t first, n;
+	int from;
+	bool submitted;
+	struct hmm__fence fence;
+};
+
+/*
+ * Make the part's pages resident at dest: the copies are done.  Pages at
+ * the same place are handled under one acquisition of each lock.
+ */
+static void commit_part(const struct hmm__mem *m, struct hmm__page **pages, const size_t *order,
+			void **fresh, void **old, const struct move_part *part, int dest)
+{
+	struct hmm__device *from = part->from != HMM__LOC_HOST ? m->devices[part->from] : NULL;
+	struct hmm__device *to = dest != HMM__LOC_HOST ? m->devices[dest] : NULL;
+	size_t end = part->first + part->n;
+
+	if (from) {
+		pthread_mutex_lock(&from->lru_lock);
+		for (size_t i = part->first; i < end; i++)
+			lru_unlink(from, pages[order[i]]);
+		pthread_mutex_unlock(&from->lru_lock);
+	}
+	for (size_t i = part->first; i < end; i++) {
+		struct hmm__page *pg = pages[order[i]];
+
+		old[i] = pg->data;
+		pg->data = fresh[i];
+		pg->loc = (int16_t)dest;
+	}
+	hmm__pool_free_bulk(hmm__mem_pool(m, part->from), old + part->first, part->n);
+	if (to) {
+		pthread_mutex_lock(&to->lru_lock);
+		for (size_t i = part->first; i < end; i++)
+			lru_append(to, pages[order[i]]);
+		pthread_mutex_unlock(&to->lru_lock);
+	}
+	count_moves(m, part->from, dest, part->n);
+}
+
+/*
+ * One part per source (the source decides which engines copy).  Every part
+ * is allocated and submitted before any is committed, so an error leaves
+ * every page where it was; committing a part overlaps the copies of the
+ * parts after it.  (Cutting one source's pages into several submissions, to
+ * overlap allocation and commit with the copies, was measured: on two CPUs
+ * it is no faster, and the extra engine wake-ups cost more than it saves.)
+ */
 int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n, int dest)
 {
 	struct hmm__pool *to = hmm__mem_pool(m, dest);
-	struct hmm__dma_copy *copies;
-	void **fresh;
-	bool *sent; /* by location + 1: that source's batch is done */
-	size_t i, k, nalloc = 0;
+	size_t *order = NULL, *start = NULL, nlocs = m->ndevices + 1, nparts = 0, i;
+	struct hmm__dma_copy *copies = NULL;
+	struct move_part *parts = NULL;
+	void **fresh = NULL, **old = NULL;
 	int err = 0;
 
 	if (n == 0)
 		return 0;
-	copies = calloc(n, sizeof(*copies));
-	fresh = calloc(n, sizeof(*fresh));
-	sent = calloc(m->ndevices + 1, sizeof(*sent));
-	if (!copies || !fresh || !sent) {
+	order = malloc(n * sizeof(*order));
+	start = calloc(nlocs + 1, sizeof(*start));
+	copies = malloc(n * sizeof(*copies));
+	fresh = malloc(n * sizeof(*fresh));
+	old = malloc(n * sizeof(*old));
+	parts = calloc(nlocs, sizeof(*parts));
+	if (!order || !start || !copies || !fresh || !old || !parts) {
 		err = -ENOMEM;
 		goto out;
 	}
+	/* Order the pages by source, stably (a counting sort by location + 1). */
 	for (i = 0; i < n; i++) {
-		bool zeroed;
-
 		HMM_ASSERT(pages[i]->loc != dest);
-		err = hmm__pool_alloc(to, &fresh[i], &zeroed);
-		if (err)
-			goto out_unalloc;
-		nalloc++;
+		start[pages[i]->loc + 2]++;
 	}
-	/* One DMA batch per source, wherever its pages stand in the array:
-	 * the source decides which engines copy. */
-	for (k = 0; k < n; k++) {
-		struct hmm__fence fence;
-		int from = pages[k]->loc;
-		size_t j = 0;
+	for (i = 1; i <= nlocs; i++)
+		start[i] += start[i - 1];
+	for (i = 0; i < n; i++)
+		order[start[pages[i]->loc + 1]++] = i;
+	/* start[l] is now the end of location l - 1's pages: walk them. */
+	for (size_t l = 0, first = 0; l < nlocs; first = start[l], l++) {
+		int from = (int)l - 1;
 
-		if (sent[from + 1])
-			continue;
-		sent[from + 1] = true;
-		for (i = k; i < n; i++) {
-			if (pages[i]->loc != from)
-				continue;
-			copies[j].dst = fresh[i];
-			copies[j].src = pages[i]->data;
-			copies[j].len = m->page_size;
-			j++;
+		if (first == start[l])
+			continue; /* no pages there (and perhaps from == dest) */
+		parts[nparts].first = first;
+		parts[nparts].n = start[l] - first;
+		parts[nparts].from = from;
+		nparts++;
+	}
+	for (size_t p = 0; p < nparts && !err; p++) {
+		struct move_part *part = &parts[p];
+		struct hmm__dma *dma = copier(m, part->from, dest)->dma;
+
+		err = hmm__pool_alloc_bulk(to, part->n, fresh + part->first);
+		if (err)
+			break;
+		for (i = part->first; i < part->first + part->n; i++) {
+			copies[i].dst = fresh[i];
+			copies[i].src = pages[order[i]]->data;
+			copies[i].len = m->page_size;
 		}
-		hmm__fence_init(&fence);
-		err = hmm__dma_submit(copier(m, from, dest)->dma, copies, j, &fence);
-		hmm__fence_wait(&fence);
-		hmm__fence_destroy(&fence);
+		hmm__fence_init(&part->fence);
+		err = hmm__dma_submit(dma, copies + part->first, part->n, &part->fence);
+		if (err) {
+			hmm__fence_destroy(&part->fence);
+			hmm__pool_free_bulk(to, fresh + part->first, part->n);
+			break;
+		}
+		part->submitted = true;
+	}
+	/* The submitted parts are a prefix of parts[]: commit them in order, or
+	 * on error give their new memory back once their copies are done. */
+	for (size_t p = 0; p < nparts && parts[p].submitted; p++) {
+		hmm__fence_wait(&parts[p].fence);
+		hmm__fence_destroy(&parts[p].fence);
 		if (err)
-			goto out_unalloc;
+			hmm__pool_free_bulk(to, fresh + parts[p].first, parts[p].n);
+		else
+			commit_part(m, pages, order, fresh, old, &parts[p], dest);
 	}
-	for (i = 0; i < n; i++) {
-		count_move(m, pages[i]->loc, dest);
-		lru_del(m, pages[i]);
-		hmm__pool_free(hmm__mem_pool(m, pages[i]->loc), pages[i]->data);
-		pages[i]->data = fresh[i];
-		pages[i]->loc = (int16_t)dest;
-		lru_add(m, pages[i]);
-	}
-	goto out;
-
-out_unalloc:
-	while (nalloc-- > 0)
-		hmm__pool_free(to, fresh[nalloc]);
 out:
+	free(order);
+	free(start);
 	free(copies);
 	free(fresh);
-	free(sent);
+	free(old);
+	free(parts);
 	return err;
 }

@@ -29,6 +29,7 @@ CRITERION_TESTS = \
 	tests/test_concurrency \
 	tests/test_options \
 	tests/test_dma \
+	tests/test_core \
 	tests/test_migrate \
 	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
@@ -75,6 +76,10 @@ tests_test_hmmctl_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_dma_SOURCES = tests/test_dma.c
 tests_test_dma_CFLAGS = $(TESTS_CFLAGS)
 tests_test_dma_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
+# So does test_core (radix tree, pools, moving pages).
+tests_test_core_SOURCES = tests/test_core.c
+tests_test_core_CFLAGS = $(TESTS_CFLAGS)
+tests_test_core_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 else
 check-local: no-criterion
 no-criterion:
