@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,7 +33,8 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-static int is_mounted(const char *dir)
+/* Return: 1 with *conn set to the FUSE connection if dir is a mount point. */
+static int is_mounted(const char *dir, unsigned *conn)
 {
 	struct stat a, b;
 	char parent[128];
@@ -40,7 +42,24 @@ static int is_mounted(const char *dir)
 	snprintf(parent, sizeof(parent), "%s/..", dir);
 	if (stat(dir, &a) < 0 || stat(parent, &b) < 0)
 		return 0;
+	*conn = minor(a.st_dev);
 	return a.st_dev != b.st_dev;
+}
+
+/* Abort FUSE connection conn, mounting fusectl first if needed. */
+static void abort_connection(unsigned conn)
+{
+	char path[96];
+	int fd;
+
+	mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL);
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", conn);
+	fd = open(path, O_WRONLY);
+	if (fd >= 0) {
+		if (write(fd, "1", 1) != 1)
+			perror(path);
+		close(fd);
+	}
 }
 
 int hmmfs_test_mount(struct hmmfs_test_mount *m, const char *opts)
@@ -72,7 +91,7 @@ int hmmfs_test_mount(struct hmmfs_test_mount *m, const char *opts)
 	for (int i = 0; i < 1000; i++) {
 		int status;
 
-		if (is_mounted(m->dir))
+		if (is_mounted(m->dir, &m->conn))
 			return 0;
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			fprintf(stderr, "hmmfs exited before mounting (status %d)\n", status);
@@ -133,7 +152,16 @@ int hmmfs_test_umount(struct hmmfs_test_mount *m)
 	if (result < 0) {
 		fprintf(stderr, "hmmfs on %s did not exit; killing it\n", m->dir);
 		kill(m->pid, SIGKILL);
-		waitpid(m->pid, &status, 0);
+		for (int i = 0; i <= 500 && waitpid(m->pid, &status, WNOHANG) != m->pid; i++) {
+			if (i == 500) {
+				/* Stuck in the kernel, waiting on its own mount. */
+				fprintf(stderr, "hmmfs on %s survives SIGKILL; aborting "
+					"FUSE connection %u\n", m->dir, m->conn);
+				abort_connection(m->conn);
+				waitpid(m->pid, &status, 0);
+			}
+			sleep_ms(10);
+		}
 		umount2(m->dir, MNT_DETACH);
 	}
 	m->pid = 0;

@@ -12,6 +12,7 @@
 struct hmmfs_test_mount {
 	char dir[64];   /* the mount point, e.g. /tmp/hmmfs-test.XXXXXX */
 	pid_t pid;      /* the daemon, running in the foreground (-f) */
+	unsigned conn;  /* its FUSE connection: the minor of the mount's st_dev */
 };
 
 /* The mount the default fixture (mnt_setup/mnt_teardown) manages. */
@@ -31,7 +32,9 @@ int hmmfs_test_mount(struct hmmfs_test_mount *m, const char *opts);
 /*
  * hmmfs_test_umount() - unmount with fusermount3 -u, wait for the daemon to
  * exit (it must exit 0), and remove the directory.  Falls back to SIGKILL and
- * a lazy unmount if the daemon hangs.  Return: the daemon's exit status, or
+ * a lazy unmount if the daemon hangs, and to aborting the FUSE connection
+ * (fusectl) if even SIGKILL cannot end it: a daemon stuck in the kernel on
+ * a request to its own mount.  Return: the daemon's exit status, or
  * -1 if it had to be killed.
  */
 int hmmfs_test_umount(struct hmmfs_test_mount *m);
