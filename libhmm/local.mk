@@ -8,7 +8,10 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/pool.c \
 	libhmm/dma.c \
 	libhmm/device.c \
-	libhmm/residency.c
+	libhmm/residency.c \
+	libhmm/pagetable.h \
+	libhmm/pt_radix.c \
+	libhmm/tlb.c
 libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 

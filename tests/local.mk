@@ -30,6 +30,7 @@ CRITERION_TESTS = \
 	tests/test_options \
 	tests/test_dma \
 	tests/test_core \
+	tests/test_pagetable \
 	tests/test_migrate \
 	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
@@ -77,9 +78,13 @@ tests_test_dma_SOURCES = tests/test_dma.c
 tests_test_dma_CFLAGS = $(TESTS_CFLAGS)
 tests_test_dma_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 # So does test_core (radix tree, pools, moving pages).
-tests_test_core_SOURCES = tests/test_core.c
+tests_test_core_SOURCES = tests/test_core.c tests/rng.h
 tests_test_core_CFLAGS = $(TESTS_CFLAGS)
 tests_test_core_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
+# And test_pagetable (device page tables and TLBs).
+tests_test_pagetable_SOURCES = tests/test_pagetable.c tests/rng.h
+tests_test_pagetable_CFLAGS = $(TESTS_CFLAGS)
+tests_test_pagetable_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 else
 check-local: no-criterion
 no-criterion:

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "hmm-internal.h"
 
+#include "rng.h"
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdint.h>
@@ -17,15 +18,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
 
 /* The items of [from, end) by hmm__radix_next, one at a time: the model. */
 static size_t walk_next(struct hmm__radix *r, uint64_t from, uint64_t end, uint64_t *idx,
