@@ -396,7 +396,7 @@ struct layout {
 	uint64_t size;
 	uint32_t page_size;
 	size_t n;
-	struct hmm_range *ranges;
+	struct hmm_residency_range *ranges;
 };
 
 static int load_layout(int fd, struct layout *l)
@@ -417,7 +417,7 @@ static int load_layout(int fd, struct layout *l)
 		l->page_size = r->page_size;
 		if (l->n + r->count > cap) {
 			size_t ncap = (cap ? cap * 2 : 256) + r->count;
-			struct hmm_range *grown = realloc(l->ranges, ncap * sizeof(*grown));
+			struct hmm_residency_range *grown = realloc(l->ranges, ncap * sizeof(*grown));
 
 			if (!grown) {
 				err = -ENOMEM;
@@ -427,7 +427,7 @@ static int load_layout(int fd, struct layout *l)
 			cap = ncap;
 		}
 		for (uint32_t i = 0; i < r->count; i++) {
-			struct hmm_range *last = l->n ? &l->ranges[l->n - 1] : NULL;
+			struct hmm_residency_range *last = l->n ? &l->ranges[l->n - 1] : NULL;
 
 			/* Calls end at a range limit, not at a change of location. */
 			if (last && last->location == r->ranges[i].location &&
@@ -450,7 +450,7 @@ static int load_layout(int fd, struct layout *l)
 }
 
 /* Pages of a range: a range that ends inside a page (at the size) counts it. */
-static uint64_t range_pages(const struct hmm_range *rg, uint32_t page_size)
+static uint64_t range_pages(const struct hmm_residency_range *rg, uint32_t page_size)
 {
 	uint64_t end = rg->offset + rg->length;
 
@@ -623,7 +623,7 @@ static char *build_map(const struct layout *l, uint64_t npages, uint64_t per, ui
 	memset(map, MAP_HOLE, *ngroups);
 	map[*ngroups] = '\0';
 	for (size_t i = 0; i < l->n; i++) {
-		const struct hmm_range *rg = &l->ranges[i];
+		const struct hmm_residency_range *rg = &l->ranges[i];
 		uint64_t first = rg->offset / l->page_size;
 		uint64_t last = first + range_pages(rg, l->page_size);
 		char mark = location_mark(rg->location);
@@ -797,7 +797,7 @@ static bool room_for(int fd, const struct layout *l, uint64_t offset, uint64_t e
 		room = info.capacity - info.used;
 	}
 	for (size_t i = 0; i < l->n; i++) {
-		const struct hmm_range *rg = &l->ranges[i];
+		const struct hmm_residency_range *rg = &l->ranges[i];
 		uint64_t s = rg->offset > offset ? rg->offset : offset;
 		uint64_t e = rg->offset + rg->length < end ? rg->offset + rg->length : end;
 
@@ -953,7 +953,7 @@ static int stat_file(const char *path, int fd, bool json, bool bytes)
 		return EXIT_FAIL;
 	}
 	for (size_t i = 0; i < l.n; i++) {
-		const struct hmm_range *rg = &l.ranges[i];
+		const struct hmm_residency_range *rg = &l.ranges[i];
 		struct place *p = rg->location == HMM_LOC_HOLE ? &hole
 				  : rg->location == HMM_LOC_HOST ? &host
 				  : rg->location >= 0 && (unsigned)rg->location < ndevs ? &dev[rg->location]

@@ -555,7 +555,7 @@ static void ioctl_residency(fuse_req_t req, struct hmmfs_inode *f, const struct 
 	for (; index < end; index++) {
 		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, index);
 		int32_t loc = pg ? pg->loc : HMM_LOC_HOLE;
-		struct hmm_range *last = r->count ? &r->ranges[r->count - 1] : NULL;
+		struct hmm_residency_range *last = r->count ? &r->ranges[r->count - 1] : NULL;
 		uint64_t off = index << hmmfs.page_shift;
 
 		if (!pg) {
@@ -566,7 +566,7 @@ static void ioctl_residency(fuse_req_t req, struct hmmfs_inode *f, const struct 
 			if (last && last->location == HMM_LOC_HOLE) {
 				last->length = (next << hmmfs.page_shift) - last->offset;
 			} else if (r->count < HMM_RESIDENCY_RANGES) {
-				r->ranges[r->count++] = (struct hmm_range){ off,
+				r->ranges[r->count++] = (struct hmm_residency_range){ off,
 					(next << hmmfs.page_shift) - off, HMM_LOC_HOLE, 0 };
 			} else {
 				break;
@@ -577,14 +577,14 @@ static void ioctl_residency(fuse_req_t req, struct hmmfs_inode *f, const struct 
 		if (last && last->location == loc)
 			last->length += hmmfs.page_size;
 		else if (r->count < HMM_RESIDENCY_RANGES)
-			r->ranges[r->count++] = (struct hmm_range){ off, hmmfs.page_size, loc, 0 };
+			r->ranges[r->count++] = (struct hmm_residency_range){ off, hmmfs.page_size, loc, 0 };
 		else
 			break;
 	}
 	r->next = index >= end ? r->size : index << hmmfs.page_shift;
 	/* The last range ends at the size, not at the end of its page. */
 	if (r->count && r->next == r->size) {
-		struct hmm_range *last = &r->ranges[r->count - 1];
+		struct hmm_residency_range *last = &r->ranges[r->count - 1];
 		last->length = r->size - last->offset;
 	}
 	pthread_rwlock_unlock(&f->data_lock);

@@ -11,6 +11,8 @@
  *   2. DMA engine queue locks (leaf; dma.c)
  *   3. hmm__device.lru_lock (taken under an owner's lock by moves and frees)
  *   4. hmm__pool.lock      (leaf: never held while calling out)
+ *   5. the address space's lock in notifier.c (leaf: never held while
+ *      calling an invalidate callback)
  */
 #ifndef HMM_INTERNAL_H
 #define HMM_INTERNAL_H
@@ -19,6 +21,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "hmm.h"
 
 #define HMM_EXPORT __attribute__((visibility("default")))
 
@@ -340,5 +344,21 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
 
 /* Parse "123", "4K", "16M", "2G", "1T" (powers of 1024). Return: 0 or -EINVAL/-ERANGE. */
 int hmm__parse_size(const char *s, uint64_t *out);
+
+/* ------------------------------------------------------------------------
+ * notifier.c - interval notifiers on this process's address space.
+ *
+ * Whatever changes the address space (the interposed libc calls, the
+ * userfaultfd event thread, migration) brackets the change with these two:
+ * hmm__invalidate_start calls the invalidate callback of every subscription
+ * overlapping r, and returns when all have returned; until the matching
+ * hmm__invalidate_end, read_begin on those subscriptions waits.  Calls may
+ * nest and run concurrently from several threads.
+ * Context: may sleep (the callbacks do); no libhmm lock held.
+ * ------------------------------------------------------------------------ */
+void hmm__invalidate_start(const struct hmm_notifier_range *r);
+void hmm__invalidate_end(const struct hmm_notifier_range *r);
+/* Does sub's range contain [start, end)? */
+bool hmm__interval_covers(const struct hmm_interval_notifier *sub, uint64_t start, uint64_t end);
 
 #endif /* HMM_INTERNAL_H */

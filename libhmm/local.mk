@@ -11,7 +11,8 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/residency.c \
 	libhmm/pagetable.h \
 	libhmm/pt_radix.c \
-	libhmm/tlb.c
+	libhmm/tlb.c \
+	libhmm/notifier.c
 libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 

@@ -31,6 +31,7 @@ CRITERION_TESTS = \
 	tests/test_dma \
 	tests/test_core \
 	tests/test_pagetable \
+	tests/test_notifier \
 	tests/test_migrate \
 	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
@@ -81,6 +82,10 @@ tests_test_dma_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 tests_test_core_SOURCES = tests/test_core.c tests/rng.h
 tests_test_core_CFLAGS = $(TESTS_CFLAGS)
 tests_test_core_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
+# And test_notifier (interval notifiers and the sequence protocol).
+tests_test_notifier_SOURCES = tests/test_notifier.c
+tests_test_notifier_CFLAGS = $(TESTS_CFLAGS)
+tests_test_notifier_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 # And test_pagetable (device page tables and TLBs).
 tests_test_pagetable_SOURCES = tests/test_pagetable.c tests/rng.h
 tests_test_pagetable_CFLAGS = $(TESTS_CFLAGS)

@@ -204,7 +204,7 @@ static long long read_locs(int fd, int *locs, long long max)
 		}
 		cr_assert_leq(r->count, HMM_RESIDENCY_RANGES);
 		for (uint32_t k = 0; k < r->count; k++) {
-			const struct hmm_range *g = &r->ranges[k];
+			const struct hmm_residency_range *g = &r->ranges[k];
 
 			cr_assert_eq(g->offset, at, "range %u starts at %llu, expected %llu", k,
 				     (unsigned long long)g->offset, (unsigned long long)at);

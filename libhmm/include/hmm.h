@@ -15,6 +15,7 @@
 #define HMM_H
 
 #include <linux/ioctl.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -98,8 +99,8 @@ struct hmm_migrate {
 /** HMM_RESIDENCY_RANGES - ranges returned by one HMM_IOC_RESIDENCY call. */
 #define HMM_RESIDENCY_RANGES 256
 
-/** struct hmm_range - @length bytes from @offset all live at @location. */
-struct hmm_range {
+/** struct hmm_residency_range - @length bytes from @offset all live at @location. */
+struct hmm_residency_range {
 	uint64_t offset;
 	uint64_t length;
 	int32_t location; /* HMM_LOC_HOLE, HMM_LOC_HOST or a device index */
@@ -121,7 +122,7 @@ struct hmm_residency {
 	uint32_t page_size;
 	uint32_t count;
 	uint64_t next;
-	struct hmm_range ranges[HMM_RESIDENCY_RANGES];
+	struct hmm_residency_range ranges[HMM_RESIDENCY_RANGES];
 };
 
 /**
@@ -241,6 +242,145 @@ int hmm_device_info(int fd, unsigned int index, struct hmm_device_info *info);
  * Return: 0, -ENOTTY (not a regular file of hmmfs), or another negative errno.
  */
 int hmm_file_stat(int fd, struct hmm_file_stat *st);
+
+/*
+ * Interval notifiers: being told before the process's address space changes.
+ *
+ * A mirror (a device's view of this process) subscribes to the ranges it
+ * mirrors.  Before a change to the CPU's mappings of a range becomes visible
+ * (unmapping, a protection change, pages dropped, a migration), libhmm calls
+ * the invalidate callback of every subscription that overlaps it, and the
+ * change waits until every callback has returned.  Together with the
+ * sequence numbers this is the kernel's mmu_interval_notifier protocol:
+ *
+ *	again:
+ *		seq = hmm_interval_read_begin(sub);
+ *		range.notifier_seq = seq;
+ *		ret = hmm_range_fault(&range);        (no driver lock held)
+ *		if (ret == -EBUSY) goto again;
+ *		lock(driver);
+ *		if (hmm_interval_read_retry(sub, seq)) { unlock(driver); goto again; }
+ *		... install the device mappings from range.hmm_pfns ...
+ *		unlock(driver);
+ *
+ * and the invalidate callback takes the same driver lock, calls
+ * hmm_interval_set_seq(sub, cur_seq), drops the device mappings of the range
+ * and returns true.
+ */
+
+/**
+ * enum hmm_notify_event - why a range is invalidated.  The values are those
+ * of the kernel's enum mmu_notifier_event.
+ * @HMM_NOTIFY_UNMAP: the range is unmapped (munmap, mremap away from it,
+ *	a MAP_FIXED mapping over it, brk shrinking, shmdt).
+ * @HMM_NOTIFY_CLEAR: pages are dropped but the mapping stays (madvise
+ *	DONTNEED, FREE, REMOVE; truncation of a mapped file).
+ * @HMM_NOTIFY_PROTECTION_VMA: the mapping's protection changes (mprotect).
+ * @HMM_NOTIFY_PROTECTION_PAGE: pages become read-only (fork's copy-on-write).
+ * @HMM_NOTIFY_SOFT_DIRTY: never sent; kept for the kernel's numbering.
+ * @HMM_NOTIFY_RELEASE: the address space goes away (exit).
+ * @HMM_NOTIFY_MIGRATE: pages migrate; the range's owner is the migrating
+ *	device's owner, so that device can skip its own migration.
+ * @HMM_NOTIFY_EXCLUSIVE: a device takes pages for exclusive access; the
+ *	owner is that device's owner.
+ */
+enum hmm_notify_event {
+	HMM_NOTIFY_UNMAP = 0,
+	HMM_NOTIFY_CLEAR,
+	HMM_NOTIFY_PROTECTION_VMA,
+	HMM_NOTIFY_PROTECTION_PAGE,
+	HMM_NOTIFY_SOFT_DIRTY,
+	HMM_NOTIFY_RELEASE,
+	HMM_NOTIFY_MIGRATE,
+	HMM_NOTIFY_EXCLUSIVE,
+};
+
+/**
+ * struct hmm_notifier_range - what an invalidate callback is told.
+ * @start: first byte of the range, page aligned.
+ * @end: one past its last byte, page aligned.
+ * @event: why (enum hmm_notify_event).
+ * @owner: for HMM_NOTIFY_MIGRATE and HMM_NOTIFY_EXCLUSIVE, the owner given
+ *	by whoever causes it; NULL otherwise.
+ */
+struct hmm_notifier_range {
+	uint64_t start;
+	uint64_t end;
+	enum hmm_notify_event event;
+	const void *owner;
+};
+
+/** struct hmm_interval_notifier - a subscription (opaque). */
+struct hmm_interval_notifier;
+
+/**
+ * struct hmm_interval_notifier_ops - a subscription's callbacks.
+ * @invalidate: called before the change, with cur_seq to pass to
+ *	hmm_interval_set_seq() under the driver lock.  It may sleep (take
+ *	locks, wait for the device) and must not return before the device has
+ *	stopped using the range.  It must not insert or remove notifiers nor
+ *	change the address space itself.  Return true.
+ */
+struct hmm_interval_notifier_ops {
+	bool (*invalidate)(struct hmm_interval_notifier *sub,
+			    const struct hmm_notifier_range *range, uint64_t cur_seq);
+};
+
+/**
+ * hmm_interval_notifier_insert() - subscribe to [start, start + length).
+ * @start: first byte; need not be aligned.
+ * @length: bytes, at least 1; the range must not wrap.
+ * @ops: the callbacks; must stay valid until the subscription is removed.
+ * @priv: handed back by hmm_interval_notifier_priv().
+ * @out: the new subscription.
+ *
+ * Context: must not be called from an invalidate callback.
+ * Return: 0, -EINVAL (length 0, wrap, NULL ops or out), -ENOMEM.
+ */
+int hmm_interval_notifier_insert(uint64_t start, uint64_t length,
+				 const struct hmm_interval_notifier_ops *ops, void *priv,
+				 struct hmm_interval_notifier **out);
+
+/**
+ * hmm_interval_notifier_remove() - end a subscription and free it.
+ *
+ * When it returns, the callback is not running for sub and never will be.
+ * Context: must not be called from an invalidate callback.
+ */
+void hmm_interval_notifier_remove(struct hmm_interval_notifier *sub);
+
+/** hmm_interval_notifier_priv() - the priv given at insertion. */
+void *hmm_interval_notifier_priv(const struct hmm_interval_notifier *sub);
+
+/**
+ * hmm_interval_read_begin() - start reading the CPU's mappings of sub's range.
+ *
+ * If an invalidation of sub's range is in progress, waits for it to end.
+ * Context: may sleep; not under the driver lock that the callback takes.
+ * Return: the sequence number to pass to hmm_interval_read_retry().
+ */
+uint64_t hmm_interval_read_begin(struct hmm_interval_notifier *sub);
+
+/**
+ * hmm_interval_read_retry() - was sub invalidated since read_begin returned seq?
+ *
+ * Context: under the driver lock that the invalidate callback takes, so that
+ * a false answer stays true until the lock is dropped.
+ * Return: true if what was read must be thrown away and read again.
+ */
+bool hmm_interval_read_retry(struct hmm_interval_notifier *sub, uint64_t seq);
+
+/**
+ * hmm_interval_check_retry() - the same test without the lock, as a hint
+ * that a long read can stop early.
+ */
+bool hmm_interval_check_retry(struct hmm_interval_notifier *sub, uint64_t seq);
+
+/**
+ * hmm_interval_set_seq() - record, from the invalidate callback, the cur_seq
+ * it was given, under the driver lock.
+ */
+void hmm_interval_set_seq(struct hmm_interval_notifier *sub, uint64_t cur_seq);
 
 #ifdef __cplusplus
 }
