@@ -361,4 +361,11 @@ void hmm__invalidate_end(const struct hmm_notifier_range *r);
 /* Does sub's range contain [start, end)? */
 bool hmm__interval_covers(const struct hmm_interval_notifier *sub, uint64_t start, uint64_t end);
 
+/* ------------------------------------------------------------------------
+ * range.c - hmm_range_fault (public).  For tests: make it use the code that
+ * older kernels run, bit 0 without PROCMAP_QUERY (parse /proc/self/maps),
+ * bit 1 without PAGEMAP_SCAN (read /proc/self/pagemap); 0 restores.
+ * ------------------------------------------------------------------------ */
+void hmm__range_force_fallback(unsigned mask);
+
 #endif /* HMM_INTERNAL_H */

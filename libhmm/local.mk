@@ -12,7 +12,8 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/pagetable.h \
 	libhmm/pt_radix.c \
 	libhmm/tlb.c \
-	libhmm/notifier.c
+	libhmm/notifier.c \
+	libhmm/range.c
 libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 

@@ -32,6 +32,7 @@ CRITERION_TESTS = \
 	tests/test_core \
 	tests/test_pagetable \
 	tests/test_notifier \
+	tests/test_range \
 	tests/test_migrate \
 	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
@@ -86,6 +87,10 @@ tests_test_core_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 tests_test_notifier_SOURCES = tests/test_notifier.c
 tests_test_notifier_CFLAGS = $(TESTS_CFLAGS)
 tests_test_notifier_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
+# And test_range (hmm_range_fault on real memory).
+tests_test_range_SOURCES = tests/test_range.c
+tests_test_range_CFLAGS = $(TESTS_CFLAGS)
+tests_test_range_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 # And test_pagetable (device page tables and TLBs).
 tests_test_pagetable_SOURCES = tests/test_pagetable.c tests/rng.h
 tests_test_pagetable_CFLAGS = $(TESTS_CFLAGS)

@@ -382,6 +382,81 @@ bool hmm_interval_check_retry(struct hmm_interval_notifier *sub, uint64_t seq);
  */
 void hmm_interval_set_seq(struct hmm_interval_notifier *sub, uint64_t cur_seq);
 
+/*
+ * Range fault: a snapshot of the CPU's page table over a range, optionally
+ * faulting pages in first (the kernel's hmm_range_fault).
+ *
+ * Each page of the range has one 64-bit word in hmm_pfns.  On input it
+ * carries requests (HMM_PFN_REQ_FAULT: the page must be present; with
+ * HMM_PFN_REQ_WRITE: present and writable), combined with the range's
+ * defaults as (word & pfn_flags_mask) | default_flags.  On output it
+ * carries HMM_PFN_VALID, HMM_PFN_WRITE, HMM_PFN_ERROR and the page order,
+ * and in its low bits the page's frame number in this process: the address
+ * of the page's memory divided by the page size, which hmm_pfn_to_addr()
+ * turns back into a pointer.  A page of system memory is at its own CPU
+ * address; a page in the memory of the device whose owner is
+ * dev_private_owner is at the address of that device memory, and a page of
+ * any other device is reported as absent (and brought back to host RAM if
+ * a fault is requested).
+ */
+
+#define HMM_PFN_VALID (1ULL << 63)
+#define HMM_PFN_WRITE (1ULL << 62)
+#define HMM_PFN_ERROR (1ULL << 61)
+#define HMM_PFN_ORDER_SHIFT 56
+#define HMM_PFN_ORDER_MASK (0x1fULL << HMM_PFN_ORDER_SHIFT)
+#define HMM_PFN_FLAGS (HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_ERROR | HMM_PFN_ORDER_MASK)
+#define HMM_PFN_REQ_FAULT HMM_PFN_VALID
+#define HMM_PFN_REQ_WRITE HMM_PFN_WRITE
+
+/**
+ * struct hmm_range - the arguments of hmm_range_fault().
+ * @notifier: the subscription covering the range.
+ * @notifier_seq: what hmm_interval_read_begin() returned.
+ * @start: first byte, page aligned.
+ * @end: one past the last byte, page aligned, greater than start.
+ * @hmm_pfns: (end - start) / page size words, in and out.
+ * @default_flags: requests for every page.
+ * @pfn_flags_mask: which bits of each hmm_pfns word are requests.
+ * @dev_private_owner: the device memory to report as present.
+ */
+struct hmm_range {
+	struct hmm_interval_notifier *notifier;
+	uint64_t notifier_seq;
+	uint64_t start;
+	uint64_t end;
+	uint64_t *hmm_pfns;
+	uint64_t default_flags;
+	uint64_t pfn_flags_mask;
+	const void *dev_private_owner;
+};
+
+/**
+ * hmm_range_fault() - fill range->hmm_pfns from the CPU's page table.
+ *
+ * Pages that are not mapped or not readable report HMM_PFN_ERROR when no
+ * fault is requested for them; pages mapped but not present report 0.
+ * Context: no driver lock held (it may fault pages in and sleep).
+ * Return: 0; -EBUSY (the range was invalidated meanwhile: read_begin
+ * again); -EFAULT (a fault was requested on a page that is not mapped or
+ * not accessible); -EPERM (a write was requested on a read-only mapping);
+ * -EINVAL (misaligned or empty range, NULL notifier or hmm_pfns, or a range
+ * outside the notifier's); -ENOMEM.
+ */
+int hmm_range_fault(struct hmm_range *range);
+
+/** hmm_pfn_to_addr() - the address of the memory a VALID hmm_pfns word names. */
+static inline void *hmm_pfn_to_addr(uint64_t pfn)
+{
+	return (void *)(uintptr_t)((pfn & ~HMM_PFN_FLAGS) << 12);
+}
+
+/** hmm_pfn_to_map_order() - the order of the CPU mapping (0: one page). */
+static inline unsigned int hmm_pfn_to_map_order(uint64_t pfn)
+{
+	return (unsigned int)((pfn & HMM_PFN_ORDER_MASK) >> HMM_PFN_ORDER_SHIFT);
+}
+
 #ifdef __cplusplus
 }
 #endif
