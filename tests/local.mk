@@ -33,6 +33,7 @@ CRITERION_TESTS = \
 	tests/test_pagetable \
 	tests/test_notifier \
 	tests/test_range \
+	tests/test_invalidate \
 	tests/test_migrate \
 	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
@@ -69,6 +70,10 @@ tests_test_options_LDADD = $(TESTS_LDADD)
 # parameters of a ParameterizedTest keep their addresses.
 tests_test_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_hmmctl_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_invalidate_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_invalidate_SOURCES = tests/test_invalidate.c
+tests_test_invalidate_CFLAGS = $(TESTS_CFLAGS)
+tests_test_invalidate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_migrate_SOURCES = tests/test_migrate.c
 tests_test_migrate_CFLAGS = $(TESTS_CFLAGS)
 tests_test_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
