@@ -13,7 +13,8 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/pt_radix.c \
 	libhmm/tlb.c \
 	libhmm/notifier.c \
-	libhmm/range.c
+	libhmm/range.c \
+	libhmm/mirror.c
 libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 

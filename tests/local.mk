@@ -34,6 +34,7 @@ CRITERION_TESTS = \
 	tests/test_notifier \
 	tests/test_range \
 	tests/test_invalidate \
+	tests/test_mirror \
 	tests/test_migrate \
 	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
@@ -71,6 +72,10 @@ tests_test_options_LDADD = $(TESTS_LDADD)
 tests_test_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_hmmctl_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_invalidate_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_mirror_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_mirror_SOURCES = tests/test_mirror.c
+tests_test_mirror_CFLAGS = $(TESTS_CFLAGS)
+tests_test_mirror_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_invalidate_SOURCES = tests/test_invalidate.c
 tests_test_invalidate_CFLAGS = $(TESTS_CFLAGS)
 tests_test_invalidate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la

@@ -16,6 +16,7 @@
 
 #include <linux/ioctl.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -456,6 +457,116 @@ static inline unsigned int hmm_pfn_to_map_order(uint64_t pfn)
 {
 	return (unsigned int)((pfn & HMM_PFN_ORDER_MASK) >> HMM_PFN_ORDER_SHIFT);
 }
+
+/*
+ * Embedded devices and mirrors.
+ *
+ * An embedded device lives inside the process: its memory, its DMA engines
+ * and its MMU are libhmm's, and no daemon is involved.  A mirror is the
+ * device's view of the process's address space (one per device): its page
+ * table, filled by device faults and emptied by invalidations, through
+ * which the device reads and writes the process's memory at the addresses
+ * the CPU uses.
+ */
+
+/** struct hmm_device - a device (opaque). */
+struct hmm_device;
+
+/**
+ * struct hmm_device_config - what hmm_device_create() makes.
+ * @size: sizeof(struct hmm_device_config), so that later versions can grow it.
+ * @type: HMM_DEVICE_PRIVATE or HMM_DEVICE_COHERENT.
+ * @memory: bytes of device memory, at least one page.
+ * @numa_node: the NUMA node of the device memory and engine threads, or -1.
+ * @dma_engines: DMA engines, 1 to HMM_MAX_DEVICES (0 means 1).
+ * @dma_bw: bytes per second per engine; 0 for unthrottled.
+ * @dma_latency_ns: added to every transfer.
+ */
+struct hmm_device_config {
+	uint32_t size;
+	uint32_t type;
+	uint64_t memory;
+	int32_t numa_node;
+	uint32_t dma_engines;
+	uint64_t dma_bw;
+	uint64_t dma_latency_ns;
+};
+
+/**
+ * hmm_device_create() - make an embedded device.
+ *
+ * Context: any.
+ * Return: 0; -EINVAL (a NULL argument, an unknown size or type, memory
+ * smaller than a page, too many engines); -ENODEV (no such NUMA node);
+ * -ENOMEM; -EAGAIN (no thread for an engine).
+ */
+int hmm_device_create(const struct hmm_device_config *cfg, struct hmm_device **out);
+
+/**
+ * hmm_device_destroy() - stop the device's engines and free its memory.
+ *
+ * Context: its mirror must have been destroyed.
+ * Return: 0, -EBUSY (it still has a mirror: nothing was done).
+ */
+int hmm_device_destroy(struct hmm_device *dev);
+
+/** struct hmm_mirror - a device's view of this process (opaque). */
+struct hmm_mirror;
+
+/**
+ * hmm_mirror_create() - let the device use this process's memory.
+ *
+ * Context: any.
+ * Return: 0; -EEXIST (the device already mirrors this process); -EINVAL;
+ * -ENOMEM.
+ */
+int hmm_mirror_create(struct hmm_device *dev, struct hmm_mirror **out);
+
+/** hmm_mirror_destroy() - drop every device mapping and free the mirror. */
+void hmm_mirror_destroy(struct hmm_mirror *mirror);
+
+/**
+ * hmm_mirror_read() - the device reads len bytes at the process address va.
+ *
+ * The device translates through its page table; a page it has no entry for
+ * is a device fault, served with hmm_range_fault() under the sequence
+ * protocol (one round for the rest of the access), and the access resumes.
+ * Context: may sleep.
+ * Return: 0; -EFAULT (a page has no mapping or an unreadable one: the bytes
+ * before it were read); -EINVAL (NULL buf with len, or va + len wraps);
+ * -ENOMEM.
+ */
+int hmm_mirror_read(struct hmm_mirror *mirror, uint64_t va, void *buf, size_t len);
+
+/**
+ * hmm_mirror_write() - the device writes len bytes at the process address va.
+ *
+ * As hmm_mirror_read(), with write access: a copy-on-write page is copied
+ * first, as a CPU write would.
+ * Return: 0; -EFAULT; -EPERM (a page's mapping is read-only: the bytes
+ * before it were written); -EINVAL; -ENOMEM.
+ */
+int hmm_mirror_write(struct hmm_mirror *mirror, uint64_t va, const void *buf, size_t len);
+
+/**
+ * struct hmm_mirror_stats - a mirror's counters since its creation.
+ * @faults: device fault rounds (one per access that found pages missing,
+ *	as the kernel's test driver counts them).
+ * @pages_faulted: pages mapped by those rounds.
+ * @invalidations: invalidate callbacks that reached the mirror.
+ * @pages_invalidated: device mappings they dropped (4 KiB pages).
+ * @mapped_pages: device mappings now (4 KiB pages).
+ */
+struct hmm_mirror_stats {
+	uint64_t faults;
+	uint64_t pages_faulted;
+	uint64_t invalidations;
+	uint64_t pages_invalidated;
+	uint64_t mapped_pages;
+};
+
+/** hmm_mirror_stats() - read the counters.  Return: 0, -EINVAL. */
+int hmm_mirror_stats(struct hmm_mirror *mirror, struct hmm_mirror_stats *stats);
 
 #ifdef __cplusplus
 }

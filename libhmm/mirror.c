@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Embedded devices and their mirrors of this process.
+ *
+ * A mirror is what a driver keeps for one process: a device page table
+ * (pagetable.h, the reference radix format), an interval notifier over the
+ * whole user address space, and the driver lock that orders the two.  The
+ * device reaches system memory at the address the CPU uses, so a device
+ * page-table entry for system memory maps a page to itself; what the table
+ * adds is the HMM contract: the device may only touch what its table maps,
+ * with the permission the entry gives, and an invalidation takes entries
+ * away before the CPU's mapping changes.
+ *
+ * Device access.  hmm_mirror_read/write translate page by page under the
+ * driver lock and copy while still holding it, so an invalidation (whose
+ * callback takes the same lock) waits for an access in flight: that is the
+ * TLB shootdown of this simple MMU.  A missing or too weak entry is a
+ * device fault: the lock is dropped, hmm_range_fault() runs for the rest of
+ * the access under the sequence protocol, the entries are installed, and
+ * the access resumes.
+ *
+ * Lock order: mirror->lock is taken by the invalidate callback, so nothing
+ * that invalidates (munmap, mprotect, ...) may run under it, and it is
+ * never held across hmm_range_fault().  device->lock (only creation and
+ * destruction of the mirror) is a leaf.
+ */
+#include "config.h"
+#include "hmm-internal.h"
+#include "pagetable.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Pages faulted per hmm_range_fault() call of a fault round. */
+#define FAULT_WINDOW 512
+
+struct hmm_device {
+	struct hmm__device *core;
+	pthread_mutex_t lock;
+	struct hmm_mirror *mirror; /* protected by lock */
+};
+
+struct hmm_mirror {
+	struct hmm_device *dev;
+	struct hmm_interval_notifier *sub;
+	const struct hmm__pt_ops *pt_ops;
+	void *pt;                      /* protected by lock */
+	pthread_mutex_t lock;          /* the driver lock */
+	struct hmm_mirror_stats stats; /* protected by lock */
+	uint64_t page_size;
+};
+
+HMM_EXPORT int hmm_device_create(const struct hmm_device_config *cfg, struct hmm_device **out)
+{
+	struct hmm__device_config core = { 0 };
+	long ps = sysconf(_SC_PAGESIZE);
+	struct hmm_device *dev;
+	int err;
+
+	if (!cfg || !out || cfg->size != sizeof(*cfg) ||
+	    (cfg->type != HMM_DEVICE_PRIVATE && cfg->type != HMM_DEVICE_COHERENT) ||
+	    cfg->memory < (uint64_t)ps || cfg->dma_engines > HMM_MAX_DEVICES)
+		return -EINVAL;
+	if (cfg->numa_node != -1 && !hmm__numa_node_exists(cfg->numa_node))
+		return -ENODEV;
+	core.type = cfg->type == HMM_DEVICE_COHERENT ? HMM__DEVICE_COHERENT : HMM__DEVICE_PRIVATE;
+	core.capacity = cfg->memory;
+	core.page_size = (size_t)ps;
+	core.numa_node = cfg->numa_node;
+	core.dma_engines = cfg->dma_engines ? cfg->dma_engines : 1;
+	core.dma_bw = cfg->dma_bw;
+	core.dma_latency_ns = cfg->dma_latency_ns;
+	dev = calloc(1, sizeof(*dev));
+	if (!dev)
+		return -ENOMEM;
+	err = hmm__device_create(0, &core, &dev->core);
+	if (err) {
+		free(dev);
+		return err;
+	}
+	pthread_mutex_init(&dev->lock, NULL);
+	*out = dev;
+	return 0;
+}
+
+HMM_EXPORT int hmm_device_destroy(struct hmm_device *dev)
+{
+	if (!dev)
+		return 0;
+	pthread_mutex_lock(&dev->lock);
+	if (dev->mirror) {
+		pthread_mutex_unlock(&dev->lock);
+		return -EBUSY;
+	}
+	pthread_mutex_unlock(&dev->lock);
+	hmm__device_destroy(dev->core);
+	pthread_mutex_destroy(&dev->lock);
+	free(dev);
+	return 0;
+}
+
+static bool mirror_invalidate(struct hmm_interval_notifier *sub,
+			      const struct hmm_notifier_range *r, uint64_t cur_seq)
+{
+	struct hmm_mirror *m = hmm_interval_notifier_priv(sub);
+	uint64_t dropped;
+
+	pthread_mutex_lock(&m->lock);
+	hmm_interval_set_seq(sub, cur_seq);
+	/* Every kind of change drops the entries: a protection change could
+	 * only downgrade them, but dropping is always allowed (the device
+	 * faults again), and the fault sees the new protection. */
+	dropped = m->pt_ops->unmap(m->pt, r->start, r->end);
+	m->stats.invalidations++;
+	m->stats.pages_invalidated += dropped;
+	m->stats.mapped_pages -= dropped;
+	pthread_mutex_unlock(&m->lock);
+	return true;
+}
+
+static const struct hmm_interval_notifier_ops mirror_ops = { .invalidate = mirror_invalidate };
+
+HMM_EXPORT int hmm_mirror_create(struct hmm_device *dev, struct hmm_mirror **out)
+{
+	struct hmm_mirror *m;
+	int err;
+
+	if (!dev || !out)
+		return -EINVAL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->dev = dev;
+	m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+	m->pt_ops = &hmm__pt_radix_ops;
+	pthread_mutex_init(&m->lock, NULL);
+	err = m->pt_ops->create(&m->pt);
+	if (err)
+		goto out_free;
+	pthread_mutex_lock(&dev->lock);
+	if (dev->mirror) {
+		pthread_mutex_unlock(&dev->lock);
+		err = -EEXIST;
+		goto out_pt;
+	}
+	dev->mirror = m;
+	pthread_mutex_unlock(&dev->lock);
+	/* The whole user address space, as a driver that mirrors any pointer. */
+	err = hmm_interval_notifier_insert(0, HMM__VA_LIMIT, &mirror_ops, m, &m->sub);
+	if (err) {
+		pthread_mutex_lock(&dev->lock);
+		dev->mirror = NULL;
+		pthread_mutex_unlock(&dev->lock);
+		goto out_pt;
+	}
+	*out = m;
+	return 0;
+
+out_pt:
+	m->pt_ops->destroy(m->pt);
+out_free:
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+	return err;
+}
+
+HMM_EXPORT void hmm_mirror_destroy(struct hmm_mirror *m)
+{
+	if (!m)
+		return;
+	/* After this no callback runs, so the table is ours alone. */
+	hmm_interval_notifier_remove(m->sub);
+	pthread_mutex_lock(&m->dev->lock);
+	m->dev->mirror = NULL;
+	pthread_mutex_unlock(&m->dev->lock);
+	m->pt_ops->destroy(m->pt);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+/*
+ * A fault round: make [start, end) present in the device page table, with
+ * write access if write, in windows of FAULT_WINDOW pages.
+ * Context: m->lock not held.
+ * Return: 0, or hmm_range_fault's error for the first window that failed
+ * (the windows before it stay mapped).
+ */
+static int fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, bool write)
+{
+	uint64_t pfns[FAULT_WINDOW];
+	uint64_t flags = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0);
+
+	while (start < end) {
+		uint64_t wend = end - start > FAULT_WINDOW * m->page_size
+					? start + FAULT_WINDOW * m->page_size : end;
+		struct hmm_range range = {
+			.notifier = m->sub,
+			.start = start,
+			.end = wend,
+			.hmm_pfns = pfns,
+			.default_flags = flags,
+			.dev_private_owner = m->dev,
+		};
+		uint64_t n = (wend - start) / m->page_size, mapped = 0;
+		int err;
+
+		for (;;) {
+			range.notifier_seq = hmm_interval_read_begin(m->sub);
+			err = hmm_range_fault(&range);
+			if (err == -EBUSY)
+				continue;
+			if (err)
+				return err;
+			pthread_mutex_lock(&m->lock);
+			if (!hmm_interval_read_retry(m->sub, range.notifier_seq))
+				break;
+			pthread_mutex_unlock(&m->lock);
+		}
+		/* Under the lock, with the snapshot still current. */
+		for (uint64_t i = 0; i < n && !err; i++) {
+			uint64_t va = start + i * m->page_size, pte;
+			uint64_t had = m->pt_ops->lookup(m->pt, va, NULL);
+
+			if (!(pfns[i] & HMM_PFN_VALID))
+				continue;
+			pte = hmm__pte_make((uint64_t)(uintptr_t)hmm_pfn_to_addr(pfns[i]),
+					    HMM__PTE_VALID |
+					    (pfns[i] & HMM_PFN_WRITE ? HMM__PTE_WRITE : 0));
+			err = m->pt_ops->map(m->pt, va, pte, 0);
+			if (!err && !had)
+				mapped++;
+		}
+		m->stats.pages_faulted += mapped;
+		m->stats.mapped_pages += mapped;
+		pthread_mutex_unlock(&m->lock);
+		if (err)
+			return err;
+		start = wend;
+	}
+	return 0;
+}
+
+/*
+ * The device's access to [va, va + len): copy between buf and the pages
+ * its table maps, faulting as needed.
+ */
+static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t len, bool write)
+{
+	uint64_t end = va + len, mask;
+	bool faulted = false;
+
+	if (!m || (!buf && len) || end < va || end > HMM__VA_LIMIT)
+		return -EINVAL;
+	mask = m->page_size - 1;
+	while (va < end) {
+		uint64_t page = va & ~mask, pte;
+		size_t chunk = (size_t)(page + m->page_size - va);
+
+		if (chunk > end - va)
+			chunk = (size_t)(end - va);
+		pthread_mutex_lock(&m->lock);
+		pte = m->pt_ops->lookup(m->pt, va, NULL);
+		if (pte && (!write || (pte & HMM__PTE_WRITE))) {
+			/* Holding the lock: an invalidation waits for this copy. */
+			char *mem = (char *)(uintptr_t)(hmm__pte_addr(pte) | (va & mask));
+
+			if (write)
+				memcpy(mem, buf, chunk);
+			else
+				memcpy(buf, mem, chunk);
+			pthread_mutex_unlock(&m->lock);
+			buf = (char *)buf + chunk;
+			va += chunk;
+			continue;
+		}
+		pthread_mutex_unlock(&m->lock);
+		/* A device fault: one round for the rest of the access.  The
+		 * round fails for a page that cannot be had; a page it mapped
+		 * can still be invalidated before we look again, and then we
+		 * fault again, as a device replays a faulting access. */
+		{
+			uint64_t rest = (end + mask) & ~mask;
+			int err = fault_round(m, page, rest, write);
+
+			/* A bad page further on fails the whole round: fault
+			 * this page alone, so the access gets as far as it can,
+			 * and fails at the bad page itself. */
+			if ((err == -EFAULT || err == -EPERM) && rest - page > m->page_size)
+				err = fault_round(m, page, page + m->page_size, write);
+			if (err)
+				return err;
+		}
+		if (!faulted) {
+			pthread_mutex_lock(&m->lock);
+			m->stats.faults++;
+			pthread_mutex_unlock(&m->lock);
+		}
+		faulted = true;
+	}
+	return 0;
+}
+
+HMM_EXPORT int hmm_mirror_read(struct hmm_mirror *m, uint64_t va, void *buf, size_t len)
+{
+	return mirror_access(m, va, buf, len, false);
+}
+
+HMM_EXPORT int hmm_mirror_write(struct hmm_mirror *m, uint64_t va, const void *buf, size_t len)
+{
+	return mirror_access(m, va, (void *)buf, len, true);
+}
+
+HMM_EXPORT int hmm_mirror_stats(struct hmm_mirror *m, struct hmm_mirror_stats *st)
+{
+	if (!m || !st)
+		return -EINVAL;
+	pthread_mutex_lock(&m->lock);
+	*st = m->stats;
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}

@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_mirror.c - embedded devices and their mirrors, through the real
+ * libhmm.so: the device reads and writes malloc'd and mmap'd memory at the
+ * CPU's addresses, faults in rounds as the kernel's test driver counts
+ * them, gets -EFAULT and -EPERM where the kernel gives them, loses its
+ * entries to munmap, mprotect, madvise and fork before the CPU's mapping
+ * changes, and never reads torn or stale data while another thread unmaps
+ * and remaps what it reads.
+ */
+#define _GNU_SOURCE
+#include <hmm.h>
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PS 4096UL
+#define NPAGES 1024 /* 4 MiB, as the kernel's hmm-tests use */
+
+static struct hmm_device *dev;
+static struct hmm_mirror *mir;
+
+static void setup(void)
+{
+	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+					 .memory = 64 << 20, .numa_node = -1 };
+
+	cr_assert_eq(hmm_device_create(&cfg, &dev), 0);
+	cr_assert_eq(hmm_mirror_create(dev, &mir), 0);
+}
+
+static void teardown(void)
+{
+	hmm_mirror_destroy(mir);
+	cr_assert_eq(hmm_device_destroy(dev), 0);
+}
+
+TestSuite(mirror, .init = setup, .fini = teardown);
+
+static struct hmm_mirror_stats stats(void)
+{
+	struct hmm_mirror_stats st;
+
+	cr_assert_eq(hmm_mirror_stats(mir, &st), 0);
+	return st;
+}
+
+static unsigned char *anon(size_t npages, int prot)
+{
+	unsigned char *p = mmap(NULL, npages * PS, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	return p;
+}
+
+static void fill(unsigned char *p, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		p[i] = (unsigned char)(i * 31 + seed);
+}
+
+Test(mirror, bad_arguments_are_refused)
+{
+	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+					 .memory = 1 << 20, .numa_node = -1 };
+	struct hmm_device *d = NULL;
+	struct hmm_mirror *m2 = NULL;
+	char b[8];
+
+	cr_assert_eq(hmm_device_create(NULL, &d), -EINVAL);
+	cfg.size = 4;
+	cr_assert_eq(hmm_device_create(&cfg, &d), -EINVAL, "an unknown struct size");
+	cfg.size = sizeof(cfg);
+	cfg.type = 7;
+	cr_assert_eq(hmm_device_create(&cfg, &d), -EINVAL);
+	cfg.type = HMM_DEVICE_COHERENT;
+	cfg.memory = 100;
+	cr_assert_eq(hmm_device_create(&cfg, &d), -EINVAL, "less than a page");
+	cfg.memory = 1 << 20;
+	cfg.numa_node = 4095;
+	cr_assert_eq(hmm_device_create(&cfg, &d), -ENODEV);
+	cr_assert_null(d);
+	cr_assert_eq(hmm_mirror_create(dev, &m2), -EEXIST, "one mirror per device");
+	cr_assert_eq(hmm_device_destroy(dev), -EBUSY, "a device with a mirror stays");
+	cr_assert_eq(hmm_mirror_read(mir, UINT64_MAX - 2, b, 8), -EINVAL, "wraps");
+	cr_assert_eq(hmm_mirror_read(mir, 0x1000, NULL, 8), -EINVAL);
+	cr_assert_eq(hmm_mirror_read(NULL, 0x1000, b, 8), -EINVAL);
+}
+
+Test(mirror, device_reads_malloced_memory_in_one_fault_round_then_none)
+{
+	unsigned char *buf = malloc(NPAGES * PS), *out = malloc(NPAGES * PS);
+
+	fill(buf, NPAGES * PS, 1);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)buf, out, NPAGES * PS), 0);
+	cr_assert_eq(memcmp(buf, out, NPAGES * PS), 0);
+	cr_assert_eq(stats().faults, 1);
+	cr_assert_geq(stats().pages_faulted, NPAGES);
+	memset(out, 0, NPAGES * PS);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)buf, out, NPAGES * PS), 0);
+	cr_assert_eq(memcmp(buf, out, NPAGES * PS), 0);
+	cr_assert_eq(stats().faults, 1, "a second read finds every page mapped");
+	free(buf);
+	free(out);
+}
+
+Test(mirror, device_writes_land_where_the_cpu_reads_them)
+{
+	unsigned char *p = anon(NPAGES, PROT_READ | PROT_WRITE), *src = malloc(NPAGES * PS);
+
+	fill(src, NPAGES * PS, 7);
+	cr_assert_eq(hmm_mirror_write(mir, (uintptr_t)p + 100, src, NPAGES * PS - 200), 0);
+	cr_assert_eq(memcmp(p + 100, src, NPAGES * PS - 200), 0);
+	cr_assert_eq(p[99], 0);
+	cr_assert_eq(stats().faults, 1);
+	free(src);
+	munmap(p, NPAGES * PS);
+}
+
+Test(mirror, prot_none_and_holes_fault_with_efault_and_read_only_writes_with_eperm)
+{
+	unsigned char *p = anon(4, PROT_READ | PROT_WRITE), b[PS] = { 0 };
+
+	fill(p, 4 * PS, 3);
+	cr_assert_eq(mprotect(p + PS, PS, PROT_NONE), 0);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)p, b, 2 * PS), -EFAULT);
+	cr_assert_eq(memcmp(b, p, PS), 0, "the bytes before the bad page were read");
+	cr_assert_eq(mprotect(p + PS, PS, PROT_READ), 0);
+	memset(b, 0xee, PS);
+	cr_assert_eq(hmm_mirror_write(mir, (uintptr_t)p + PS, b, PS), -EPERM);
+	cr_assert_neq(p[PS], 0xee, "a refused write changes nothing");
+	cr_assert_eq(mprotect(p + PS, PS, PROT_READ | PROT_WRITE), 0);
+	cr_assert_eq(hmm_mirror_write(mir, (uintptr_t)p + PS, b, PS), 0);
+	cr_assert_eq(p[PS], 0xee, "after mprotect RW the write goes through");
+	cr_assert_eq(munmap(p + 3 * PS, PS), 0);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)p + 3 * PS, b, 1), -EFAULT, "a hole");
+	munmap(p, 3 * PS);
+}
+
+Test(mirror, munmap_madvise_and_mprotect_take_the_device_entries_first)
+{
+	unsigned char *p = anon(16, PROT_READ | PROT_WRITE), b[16 * PS];
+
+	fill(p, 16 * PS, 5);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)p, b, 16 * PS), 0);
+	cr_assert_eq(stats().mapped_pages, 16);
+	cr_assert_eq(madvise(p, 4 * PS, MADV_DONTNEED), 0);
+	cr_assert_eq(stats().mapped_pages, 12);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)p, b, PS), 0);
+	cr_assert_eq(b[0], 0, "the device sees the page the CPU now has: zeros");
+	cr_assert_eq(mprotect(p + 8 * PS, 8 * PS, PROT_READ), 0);
+	cr_assert_eq(stats().mapped_pages, 5);
+	cr_assert_eq(munmap(p + 4 * PS, 4 * PS), 0);
+	cr_assert_eq(stats().mapped_pages, 1);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)p + 4 * PS, b, PS), -EFAULT);
+	cr_assert_geq(stats().invalidations, 3);
+	munmap(p, 4 * PS);
+	munmap(p + 8 * PS, 8 * PS);
+	cr_assert_eq(stats().mapped_pages, 0);
+}
+
+Test(mirror, after_fork_a_device_write_in_the_parent_leaves_the_child_its_copy)
+{
+	unsigned char *p = anon(4, PROT_READ | PROT_WRITE), b[PS];
+	int pipefd[2], status;
+	pid_t pid;
+
+	fill(p, 4 * PS, 9);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)p, b, PS), 0); /* mapped writable */
+	cr_assert_eq(pipe(pipefd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		char go;
+
+		close(pipefd[1]);
+		if (read(pipefd[0], &go, 1) != 1)
+			_exit(2);
+		_exit(p[0] == (unsigned char)9 ? 0 : 1);
+	}
+	close(pipefd[0]);
+	memset(b, 0x77, PS);
+	cr_assert_eq(hmm_mirror_write(mir, (uintptr_t)p, b, PS), 0);
+	cr_assert_eq(p[0], 0x77);
+	cr_assert_eq(write(pipefd[1], "g", 1), 1);
+	close(pipefd[1]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child saw the parent's device write (status %#x)", status);
+	munmap(p, 4 * PS);
+}
+
+/* The kernel's anon_teardown: a reader against munmap/mmap of the same range. */
+static struct {
+	unsigned char *p;
+	volatile bool stop;
+	unsigned long bad, ok, efault;
+} td;
+
+static void *remapper(void *arg)
+{
+	unsigned gen = 0;
+
+	(void)arg;
+	while (!td.stop) {
+		/* Replace the pages with new ones holding one byte value each. */
+		unsigned char v = (unsigned char)(++gen | 1);
+		unsigned char *q = mmap(td.p, 8 * PS, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+
+		if (q != td.p)
+			abort();
+		memset(q, v, 8 * PS);
+		if (gen % 3 == 0)
+			munmap(q + 4 * PS, 4 * PS);
+		usleep(gen % 32);
+	}
+	return NULL;
+}
+
+Test(mirror, a_reader_racing_munmap_and_mmap_fixed_reads_whole_pages_or_fails)
+{
+	unsigned char b[8 * PS];
+	pthread_t t;
+
+	td.p = anon(8, PROT_READ | PROT_WRITE);
+	memset(td.p, 1, 8 * PS);
+	pthread_create(&t, NULL, remapper, NULL);
+	for (int i = 0; i < 3000; i++) {
+		int err = hmm_mirror_read(mir, (uintptr_t)td.p, b, 8 * PS);
+
+		if (err == -EFAULT) {
+			td.efault++;
+			continue;
+		}
+		cr_assert_eq(err, 0);
+		td.ok++;
+		/* Each page was read whole from one mapping: one value, or the
+		 * zeros of a page the remapper had not filled yet. */
+		for (int pg = 0; pg < 8; pg++)
+			for (size_t k = 1; k < PS; k++)
+				if (b[pg * PS + k] != b[pg * PS] && b[pg * PS + k] != 0 &&
+				    b[pg * PS] != 0)
+					td.bad++;
+	}
+	td.stop = true;
+	pthread_join(t, NULL);
+	cr_log_info("%lu reads, %lu -EFAULT, %u invalidations", td.ok, td.efault,
+		    (unsigned)stats().invalidations);
+	cr_assert_eq(td.bad, 0, "%lu bytes came from another mapping than their page",
+		     td.bad);
+	cr_assert_gt(stats().invalidations, 10, "the remapper hardly ran");
+	munmap(td.p, 8 * PS);
+}
