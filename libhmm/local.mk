@@ -14,7 +14,9 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/tlb.c \
 	libhmm/notifier.c \
 	libhmm/range.c \
-	libhmm/mirror.c
+	libhmm/mirror.h \
+	libhmm/mirror.c \
+	libhmm/launch.c
 libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 

@@ -25,32 +25,16 @@
  * destruction of the mirror) is a leaf.
  */
 #include "config.h"
-#include "hmm-internal.h"
-#include "pagetable.h"
+#include "mirror.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 /* Pages faulted per hmm_range_fault() call of a fault round. */
 #define FAULT_WINDOW 512
-
-struct hmm_device {
-	struct hmm__device *core;
-	pthread_mutex_t lock;
-	struct hmm_mirror *mirror; /* protected by lock */
-};
-
-struct hmm_mirror {
-	struct hmm_device *dev;
-	struct hmm_interval_notifier *sub;
-	const struct hmm__pt_ops *pt_ops;
-	void *pt;                      /* protected by lock */
-	pthread_mutex_t lock;          /* the driver lock */
-	struct hmm_mirror_stats stats; /* protected by lock */
-	uint64_t page_size;
-};
 
 HMM_EXPORT int hmm_device_create(const struct hmm_device_config *cfg, struct hmm_device **out)
 {
@@ -61,7 +45,8 @@ HMM_EXPORT int hmm_device_create(const struct hmm_device_config *cfg, struct hmm
 
 	if (!cfg || !out || cfg->size != sizeof(*cfg) ||
 	    (cfg->type != HMM_DEVICE_PRIVATE && cfg->type != HMM_DEVICE_COHERENT) ||
-	    cfg->memory < (uint64_t)ps || cfg->dma_engines > HMM_MAX_DEVICES)
+	    cfg->memory < (uint64_t)ps || cfg->dma_engines > HMM_MAX_DEVICES ||
+	    cfg->compute_units > HMM_MAX_COMPUTE_UNITS)
 		return -EINVAL;
 	if (cfg->numa_node != -1 && !hmm__numa_node_exists(cfg->numa_node))
 		return -ENODEV;
@@ -81,6 +66,14 @@ HMM_EXPORT int hmm_device_create(const struct hmm_device_config *cfg, struct hmm
 		return err;
 	}
 	pthread_mutex_init(&dev->lock, NULL);
+	dev->compute_units = cfg->compute_units;
+	if (!dev->compute_units) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		dev->compute_units = n > 0 ? (unsigned)n : 1;
+		if (dev->compute_units > HMM_MAX_COMPUTE_UNITS)
+			dev->compute_units = HMM_MAX_COMPUTE_UNITS;
+	}
 	*out = dev;
 	return 0;
 }
@@ -101,12 +94,32 @@ HMM_EXPORT int hmm_device_destroy(struct hmm_device *dev)
 	return 0;
 }
 
+/*
+ * Make every compute unit's TLB forget what the page table no longer has,
+ * and wait for the accesses that may still use an old translation (see
+ * mirror.h).  Context: m->lock held, the table already changed.
+ */
+static void shootdown(struct hmm_mirror *m)
+{
+	uint64_t gen = __atomic_add_fetch(&m->tlb_gen, 1, __ATOMIC_SEQ_CST);
+	unsigned n = __atomic_load_n(&m->ncus, __ATOMIC_ACQUIRE);
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t a;
+
+		while ((a = __atomic_load_n(&m->cus[i].in_access, __ATOMIC_SEQ_CST)) && a < gen)
+			sched_yield();
+	}
+}
+
 static bool mirror_invalidate(struct hmm_interval_notifier *sub,
 			      const struct hmm_notifier_range *r, uint64_t cur_seq)
 {
 	struct hmm_mirror *m = hmm_interval_notifier_priv(sub);
 	uint64_t dropped;
 
+	/* A kernel unmapping memory must not wait for its own unit. */
+	hmm__launch_quiesce_self();
 	pthread_mutex_lock(&m->lock);
 	hmm_interval_set_seq(sub, cur_seq);
 	/* Every kind of change drops the entries: a protection change could
@@ -116,6 +129,8 @@ static bool mirror_invalidate(struct hmm_interval_notifier *sub,
 	m->stats.invalidations++;
 	m->stats.pages_invalidated += dropped;
 	m->stats.mapped_pages -= dropped;
+	if (dropped)
+		shootdown(m);
 	pthread_mutex_unlock(&m->lock);
 	return true;
 }
@@ -135,6 +150,7 @@ HMM_EXPORT int hmm_mirror_create(struct hmm_device *dev, struct hmm_mirror **out
 	m->dev = dev;
 	m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
 	m->pt_ops = &hmm__pt_radix_ops;
+	m->tlb_gen = 1;
 	pthread_mutex_init(&m->lock, NULL);
 	err = m->pt_ops->create(&m->pt);
 	if (err)
@@ -170,6 +186,7 @@ HMM_EXPORT void hmm_mirror_destroy(struct hmm_mirror *m)
 {
 	if (!m)
 		return;
+	hmm__launch_stop(m);
 	/* After this no callback runs, so the table is ours alone. */
 	hmm_interval_notifier_remove(m->sub);
 	pthread_mutex_lock(&m->dev->lock);
@@ -249,11 +266,11 @@ static int fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, bool 
 static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t len, bool write)
 {
 	uint64_t end = va + len, mask;
-	bool faulted = false;
 
 	if (!m || (!buf && len) || end < va || end > HMM__VA_LIMIT)
 		return -EINVAL;
 	mask = m->page_size - 1;
+	hmm__launch_quiesce_self();
 	while (va < end) {
 		uint64_t page = va & ~mask, pte;
 		size_t chunk = (size_t)(page + m->page_size - va);
@@ -276,30 +293,36 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 			continue;
 		}
 		pthread_mutex_unlock(&m->lock);
-		/* A device fault: one round for the rest of the access.  The
-		 * round fails for a page that cannot be had; a page it mapped
-		 * can still be invalidated before we look again, and then we
-		 * fault again, as a device replays a faulting access. */
+		/* A device fault: one round for the rest of the access.  A page
+		 * it mapped can still be invalidated before we look again, and
+		 * then we fault again, as a device replays a faulting access. */
 		{
-			uint64_t rest = (end + mask) & ~mask;
-			int err = fault_round(m, page, rest, write);
+			int err = hmm__mirror_fault(m, va, end, write);
 
-			/* A bad page further on fails the whole round: fault
-			 * this page alone, so the access gets as far as it can,
-			 * and fails at the bad page itself. */
-			if ((err == -EFAULT || err == -EPERM) && rest - page > m->page_size)
-				err = fault_round(m, page, page + m->page_size, write);
 			if (err)
 				return err;
 		}
-		if (!faulted) {
-			pthread_mutex_lock(&m->lock);
-			m->stats.faults++;
-			pthread_mutex_unlock(&m->lock);
-		}
-		faulted = true;
 	}
 	return 0;
+}
+
+int hmm__mirror_fault(struct hmm_mirror *m, uint64_t va, uint64_t end, bool write)
+{
+	uint64_t mask = m->page_size - 1, page = va & ~mask;
+	uint64_t rest = (end + mask) & ~mask;
+	int err;
+
+	if (rest < page + m->page_size)
+		rest = page + m->page_size;
+	err = fault_round(m, page, rest, write);
+	/* A bad page further on fails the whole round: fault this page alone,
+	 * so the access gets as far as it can, and fails at the bad page. */
+	if ((err == -EFAULT || err == -EPERM) && rest - page > m->page_size)
+		err = fault_round(m, page, page + m->page_size, write);
+	pthread_mutex_lock(&m->lock);
+	m->stats.faults++;
+	pthread_mutex_unlock(&m->lock);
+	return err;
 }
 
 HMM_EXPORT int hmm_mirror_read(struct hmm_mirror *m, uint64_t va, void *buf, size_t len)

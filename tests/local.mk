@@ -35,6 +35,7 @@ CRITERION_TESTS = \
 	tests/test_range \
 	tests/test_invalidate \
 	tests/test_mirror \
+	tests/test_launch \
 	tests/test_migrate \
 	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
@@ -73,6 +74,10 @@ tests_test_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_hmmctl_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_invalidate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_mirror_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_launch_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_launch_SOURCES = tests/test_launch.c
+tests_test_launch_CFLAGS = $(TESTS_CFLAGS)
+tests_test_launch_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_mirror_SOURCES = tests/test_mirror.c
 tests_test_mirror_CFLAGS = $(TESTS_CFLAGS)
 tests_test_mirror_LDADD = $(TESTS_LDADD) libhmm/libhmm.la

@@ -481,6 +481,8 @@ struct hmm_device;
  * @dma_engines: DMA engines, 1 to HMM_MAX_DEVICES (0 means 1).
  * @dma_bw: bytes per second per engine; 0 for unthrottled.
  * @dma_latency_ns: added to every transfer.
+ * @compute_units: threads that run device kernels, 1 to
+ *	HMM_MAX_COMPUTE_UNITS (0: one per online CPU).
  */
 struct hmm_device_config {
 	uint32_t size;
@@ -490,7 +492,12 @@ struct hmm_device_config {
 	uint32_t dma_engines;
 	uint64_t dma_bw;
 	uint64_t dma_latency_ns;
+	uint32_t compute_units;
+	uint32_t reserved;
 };
+
+/** HMM_MAX_COMPUTE_UNITS - the most compute units a device can have. */
+#define HMM_MAX_COMPUTE_UNITS 256
 
 /**
  * hmm_device_create() - make an embedded device.
@@ -556,6 +563,9 @@ int hmm_mirror_write(struct hmm_mirror *mirror, uint64_t va, const void *buf, si
  * @invalidations: invalidate callbacks that reached the mirror.
  * @pages_invalidated: device mappings they dropped (4 KiB pages).
  * @mapped_pages: device mappings now (4 KiB pages).
+ * @launches: kernels launched (hmm_launch()).
+ * @tlb_hits: kernel accesses translated by a compute unit's TLB.
+ * @tlb_misses: kernel accesses that went to the page table (or faulted).
  */
 struct hmm_mirror_stats {
 	uint64_t faults;
@@ -563,10 +573,73 @@ struct hmm_mirror_stats {
 	uint64_t invalidations;
 	uint64_t pages_invalidated;
 	uint64_t mapped_pages;
+	uint64_t launches;
+	uint64_t tlb_hits;
+	uint64_t tlb_misses;
 };
 
 /** hmm_mirror_stats() - read the counters.  Return: 0, -EINVAL. */
 int hmm_mirror_stats(struct hmm_mirror *mirror, struct hmm_mirror_stats *stats);
+
+/*
+ * Device kernels: a C function run on the device's compute units, for every
+ * work item of a grid, whose loads and stores go through the device's TLB
+ * and page table and so use the CPU's own pointers.
+ */
+
+/** struct hmm_kernel - one kernel instance on a compute unit (opaque). */
+struct hmm_kernel;
+
+/** hmm_kernel_fn - a kernel: called once per work item. */
+typedef void (*hmm_kernel_fn)(struct hmm_kernel *k, void *arg);
+
+/**
+ * hmm_launch() - run fn(k, arg) for every work item 0 .. nitems - 1 on the
+ * device's compute units, and wait for the end.
+ *
+ * Items are handed out in order to whichever unit is free.  A device
+ * access that fails (see hmm_kernel_read()) stops the launch: no new item
+ * starts, the instances running finish, and the error is returned.
+ * Context: may sleep; not from a kernel.  One launch at a time per mirror
+ * (others wait).
+ * Return: 0; the first access error (-EFAULT, -EPERM, -ENOMEM); -EINVAL
+ * (NULL mirror or fn); -EDEADLK (called from a kernel); -EAGAIN (no thread
+ * for a compute unit).
+ */
+int hmm_launch(struct hmm_mirror *mirror, uint64_t nitems, hmm_kernel_fn fn, void *arg);
+
+/** hmm_kernel_item() - the work item this instance runs. */
+uint64_t hmm_kernel_item(const struct hmm_kernel *k);
+
+/** hmm_kernel_unit() - the compute unit it runs on, 0 .. units - 1. */
+unsigned int hmm_kernel_unit(const struct hmm_kernel *k);
+
+/**
+ * hmm_kernel_read() - the device reads len bytes at ptr into buf.
+ * hmm_kernel_write() - the device writes len bytes from buf at ptr.
+ *
+ * The fast path (a TLB hit) takes a few nanoseconds; a miss looks in the
+ * page table, and a page missing there is a device fault, served as for
+ * hmm_mirror_read().  An invalidation waits for an access in flight.
+ * After a failed access the launch is stopping: every later access of
+ * the instance fails at once, and reads give zeros.
+ * Return: 0, -EFAULT, -EPERM, -ENOMEM.
+ */
+int hmm_kernel_read(struct hmm_kernel *k, const void *ptr, void *buf, size_t len);
+int hmm_kernel_write(struct hmm_kernel *k, void *ptr, const void *buf, size_t len);
+
+/** hmm_kernel_failed() - has this launch had an access error? */
+bool hmm_kernel_failed(const struct hmm_kernel *k);
+
+/* Typed loads and stores: natural alignment, never across a page. */
+double hmm_ld_f64(struct hmm_kernel *k, const double *p);
+float hmm_ld_f32(struct hmm_kernel *k, const float *p);
+uint64_t hmm_ld_u64(struct hmm_kernel *k, const uint64_t *p);
+uint32_t hmm_ld_u32(struct hmm_kernel *k, const uint32_t *p);
+void hmm_st_f64(struct hmm_kernel *k, double *p, double v);
+void hmm_st_f32(struct hmm_kernel *k, float *p, float v);
+void hmm_st_u64(struct hmm_kernel *k, uint64_t *p, uint64_t v);
+void hmm_st_u32(struct hmm_kernel *k, uint32_t *p, uint32_t v);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mirror.h - embedded devices and mirrors, shared by mirror.c (devices,
+ * mirrors, device faults, invalidation) and launch.c (device kernels on
+ * compute units).  libhmm private.
+ *
+ * Lock order: launch->lock (one launch at a time) before mirror->lock (the
+ * driver lock, also taken by the invalidate callback); device->lock is a
+ * leaf.  Nothing that invalidates runs under mirror->lock, and
+ * hmm_range_fault() never does.
+ *
+ * The TLB shootdown.  Compute units translate through their own TLBs
+ * without the lock.  Each announces the generation it translates under in
+ * cu->in_access (0 when not accessing memory) before looking up its TLB,
+ * then checks the mirror's generation again.  The invalidate callback, under
+ * mirror->lock, changes the page table, bumps tlb_gen, then waits until no
+ * compute unit is inside an access announced under an older generation.
+ * All four accesses are sequentially consistent, so either the unit sees
+ * the new generation (and its TLB flushes itself) or the callback sees the
+ * unit's announcement (and waits for that access to end).
+ */
+#ifndef HMM_MIRROR_H
+#define HMM_MIRROR_H
+
+#include "hmm-internal.h"
+#include "pagetable.h"
+
+struct hmm_device {
+	struct hmm__device *core;
+	unsigned compute_units;
+	pthread_mutex_t lock;
+	struct hmm_mirror *mirror; /* protected by lock */
+};
+
+/* A compute unit: a thread with its TLB, running kernel instances.  Each
+ * starts on its own cache lines: its TLB counters change at every access. */
+struct __attribute__((aligned(64))) hmm__cu {
+	struct hmm_mirror *mirror;
+	unsigned index;
+	pthread_t thread;
+	struct hmm__tlb tlb;
+	uint64_t in_access;   /* atomic: generation of the access in flight, or 0 */
+	struct hmm_kernel *k; /* the instance it runs now */
+};
+
+struct hmm__launch;
+
+struct hmm_mirror {
+	struct hmm_device *dev;
+	struct hmm_interval_notifier *sub;
+	const struct hmm__pt_ops *pt_ops;
+	void *pt;                      /* protected by lock */
+	pthread_mutex_t lock;          /* the driver lock */
+	struct hmm_mirror_stats stats; /* protected by lock, except the TLB counters */
+	uint64_t page_size;
+	uint64_t tlb_gen;              /* atomic; bumped by every invalidation */
+	/* Compute units, started by the first launch (launch.c). */
+	struct hmm__launch *launch;
+	struct hmm__cu *cus;           /* written before ncus is published */
+	unsigned ncus;                 /* atomic */
+};
+
+/*
+ * hmm__mirror_fault() - a device fault at va for a write or a read: map
+ * [va's page, end) (end: where the access would go on; at least one page),
+ * or at least va's page when something further on cannot be mapped.
+ * Counts one fault round.
+ * Context: mirror->lock not held; may sleep.
+ * Return: 0, -EFAULT, -EPERM, -ENOMEM.
+ */
+int hmm__mirror_fault(struct hmm_mirror *m, uint64_t va, uint64_t end, bool write);
+
+/* launch.c: stop and free the compute units.  Context: no launch running. */
+void hmm__launch_stop(struct hmm_mirror *m);
+/*
+ * launch.c: if the calling thread is a compute unit, withdraw its
+ * announcement (it makes one again at its next access).  Called before
+ * anything that may wait for an invalidation, so that a kernel that unmaps
+ * memory, or two that do at once, do not wait for themselves.
+ */
+void hmm__launch_quiesce_self(void);
+
+#endif /* HMM_MIRROR_H */
