@@ -1772,6 +1772,9 @@ Test(migrate_race, a_writer_racing_with_50_migrations_loses_no_write)
 #define ST_TAIL (ST_REGIONS - 1)  /* the only region whose owner changes the size */
 #define ST_DEVICES 3
 
+/* Operations the stress journal keeps. */
+#define ST_JOURNAL 200
+
 struct stress {
 	unsigned seed;
 	long long rlen;          /* bytes per region */
@@ -1784,8 +1787,51 @@ struct stress {
 	long long migrations, moved;
 	pthread_barrier_t start;
 	struct report report;
+	/* The last operations of every process, for a mismatch report: which
+	 * migrations and which other regions' operations came just before. */
+	uint64_t jnext;
+	struct {
+		uint64_t seq;
+		int region;          /* -1: the migrator */
+		char what[120];
+	} journal[ST_JOURNAL];
+	char dump[ST_JOURNAL * 140]; /* the journal at the first mismatch */
 	unsigned char model[];   /* size_max bytes: what every byte must be */
 };
+
+/* Record an operation in the journal.  Slots are reused after ST_JOURNAL
+ * entries; a torn entry only blurs a diagnostic. */
+static void st_journal(struct stress *s, int region, const char *what)
+{
+	uint64_t seq = __atomic_fetch_add(&s->jnext, 1, __ATOMIC_RELAXED);
+	size_t k = seq % ST_JOURNAL;
+
+	s->journal[k].seq = seq;
+	s->journal[k].region = region;
+	snprintf(s->journal[k].what, sizeof(s->journal[k].what), "%s", what);
+}
+
+/* Copy the journal, oldest first, into s->dump (the first mismatch only). */
+static void st_journal_dump(struct stress *s)
+{
+	uint64_t end = __atomic_load_n(&s->jnext, __ATOMIC_RELAXED);
+	uint64_t start = end > ST_JOURNAL ? end - ST_JOURNAL : 0;
+	size_t used = 0;
+
+	if (__atomic_load_n(&s->report.errors, __ATOMIC_SEQ_CST))
+		return;
+	for (uint64_t q = start; q < end && used < sizeof(s->dump); q++) {
+		size_t k = q % ST_JOURNAL;
+		int n = snprintf(s->dump + used, sizeof(s->dump) - used, "\n  #%llu %s %s",
+				 (unsigned long long)s->journal[k].seq,
+				 s->journal[k].region < 0 ? "migrator:" : "region",
+				 s->journal[k].what);
+
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+}
 
 struct st_thread {
 	struct stress *s;
@@ -1829,6 +1875,7 @@ static bool st_compare(struct st_thread *t, long long off, const unsigned char *
 					  POSIX_FADV_DONTNEED) ||
 			    pread(t->fd, &daemon, 1, off + i) != 1)
 				again = daemon = 0xff;
+			st_journal_dump(t->s);
 			report_fail(&t->s->report, "seed %u region %d: after %s, %s of [%lld, +%lld) "
 				    "at byte %lld: expected 0x%02x, got 0x%02x (%lld bytes differ; "
 				    "page at %s; read again: 0x%02x, after dropping the cache: 0x%02x); "
@@ -1892,8 +1939,14 @@ static bool st_step(struct st_thread *t)
 {
 	char *h = t->history[t->nhist % 4];
 
+	char line[120];
+	bool ok;
+
 	strcpy(h, "a read");
-	return st_step_op(t, h);
+	ok = st_step_op(t, h);
+	snprintf(line, sizeof(line), "%d: %s", t->region, h);
+	st_journal(t->s, t->region, line);
+	return ok;
 }
 
 static bool st_step_op(struct st_thread *t, char *after)
@@ -2083,6 +2136,13 @@ static int st_migrator_process(struct stress *s, const char *path)
 		}
 		s->migrations++;
 		s->moved += m.moved;
+		{
+			char line[100];
+
+			snprintf(line, sizeof(line), "pages [%lld, +%lld) to %s: moved %llu",
+				 first, count, loc_name(dest), (unsigned long long)m.moved);
+			st_journal(s, -1, line);
+		}
 	}
 	close(fd);
 	return 0;
@@ -2183,6 +2243,9 @@ ParameterizedTest(struct stress_case *c, migrate_race,
 			  "%s %d ended with status %#x", p < ST_PROCS ? "worker" : "migrator", p,
 			  status);
 	}
+	if (s->report.errors)
+		cr_log_error("seed %u: the last operations before the first mismatch:%s", s->seed,
+			     s->dump);
 	expect_no_failures(&s->report);
 	for (int r = 0; r < ST_REGIONS; r++)
 		cr_assert_gt(s->ops[r], 10, "region %d: only %lld operations", r, s->ops[r]);
