@@ -188,8 +188,9 @@ Test(launch, a_kernel_cannot_launch)
  * The shootdown.  The device reaches system memory at the CPU's addresses,
  * so a translation that outlived its invalidation shows when the page is
  * gone: the compute unit's copy would fault and crash the process.  Another
- * thread keeps replacing eight pages (mmap MAP_FIXED) and unmapping half of
- * them, while kernels read every word of every page through their TLBs.
+ * thread keeps replacing eight pages (mmap MAP_FIXED) and making half of
+ * them inaccessible, while kernels read every word of every page through
+ * their TLBs.
  */
 #define SD_PAGES 8
 static struct {
@@ -212,8 +213,13 @@ static void *replacer(void *arg)
 			abort();
 		for (size_t i = 0; i < SD_PAGES * PS / 8; i++)
 			q[i] = v;
-		if (gen % 2 == 0)
-			munmap(q + SD_PAGES * PS / 16, SD_PAGES * PS / 2);
+		/* Take half away with a PROT_NONE mapping rather than munmap: the
+		 * next MAP_FIXED must not land on whatever else (a thread's TLS,
+		 * the allocator) the system put in a hole meanwhile. */
+		if (gen % 2 == 0 &&
+		    mmap(q + SD_PAGES * PS / 16, SD_PAGES * PS / 2, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+			abort();
 		usleep(gen % 50);
 	}
 	return NULL;

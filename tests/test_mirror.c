@@ -218,8 +218,11 @@ static void *remapper(void *arg)
 		if (q != td.p)
 			abort();
 		memset(q, v, 8 * PS);
-		if (gen % 3 == 0)
-			munmap(q + 4 * PS, 4 * PS);
+		/* PROT_NONE rather than munmap, so the next MAP_FIXED never
+		 * lands on something the system put in the hole. */
+		if (gen % 3 == 0 && mmap(q + 4 * PS, 4 * PS, PROT_NONE,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+			abort();
 		usleep(gen % 32);
 	}
 	return NULL;
