@@ -7,7 +7,9 @@
 # bench (e.g. BENCH_FLAGS='-v -r 5'); see run.sh for its environment.
 # bench_device then prints the device-memory table (issue 3) on extra hmmfs
 # mounts with devices; BENCH_DEVICE_FLAGS passes options to it.
-noinst_PROGRAMS += tests/bench/fuse_min tests/bench/bench tests/bench/bench_device
+# bench_kernel prints the device-kernel table (issue 4); it needs no mount.
+noinst_PROGRAMS += tests/bench/fuse_min tests/bench/bench tests/bench/bench_device \
+	tests/bench/bench_kernel
 
 tests_bench_fuse_min_SOURCES = tests/bench/fuse_min.c
 tests_bench_fuse_min_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)
@@ -20,14 +22,20 @@ tests_bench_bench_device_SOURCES = tests/bench/bench_device.c tests/bench/bench_
 	tests/bench/bench_common.h
 tests_bench_bench_device_LDADD = libhmm/libhmm.la
 
+tests_bench_bench_kernel_SOURCES = tests/bench/bench_kernel.c tests/bench/bench_common.c \
+	tests/bench/bench_common.h
+tests_bench_bench_kernel_LDADD = libhmm/libhmm.la
+tests_bench_bench_kernel_LDFLAGS = $(AM_LDFLAGS) -no-install
+
 EXTRA_DIST += tests/bench/run.sh
 
 .PHONY: bench
 bench: hmmfs/hmmfs$(EXEEXT) tests/bench/fuse_min$(EXEEXT) tests/bench/bench$(EXEEXT) \
-		tests/bench/bench_device$(EXEEXT)
+		tests/bench/bench_device$(EXEEXT) tests/bench/bench_kernel$(EXEEXT)
 	BENCH_DEVICE_BIN=$(abs_top_builddir)/tests/bench/bench_device$(EXEEXT) \
 	BENCH_DEVICE_FLAGS='$(BENCH_DEVICE_FLAGS)' \
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh \
 		$(abs_top_builddir)/hmmfs/hmmfs$(EXEEXT) \
 		$(abs_top_builddir)/tests/bench/fuse_min$(EXEEXT) \
 		$(abs_top_builddir)/tests/bench/bench$(EXEEXT) $(BENCH_FLAGS)
+	tests/bench/bench_kernel$(EXEEXT) $(BENCH_KERNEL_FLAGS)
