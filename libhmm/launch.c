@@ -349,6 +349,70 @@ static int kernel_access(struct hmm_kernel *k, uint64_t va, void *buf, size_t le
 	return err;
 }
 
+/*
+ * Translate one span under the unit's current announcement: 1 if it was
+ * announced anew or a page needed the slow path (start again), 0 with
+ * span->addr set, or a negative errno.
+ */
+static int map_span(struct hmm_kernel *k, struct hmm_kernel_span *span, uint64_t gen)
+{
+	struct hmm__cu *cu = k->cu;
+	struct hmm_mirror *m = cu->mirror;
+	uint64_t va = (uint64_t)(uintptr_t)span->ptr, end = va + span->len;
+	uint64_t mask = m->page_size - 1;
+	char *first = NULL;
+
+	if (!span->len || end < va || end > HMM__VA_LIMIT)
+		return -EINVAL;
+	for (uint64_t at = va; at < end; at = (at & ~mask) + m->page_size) {
+		char *mem = fast_translate(cu, m, at, span->write);
+
+		if (__atomic_load_n(&cu->in_access, __ATOMIC_RELAXED) != gen)
+			return 1;
+		if (!mem) {
+			int err = slow_path(cu, at, span->write);
+
+			return err ? err : 1;
+		}
+		if (!first)
+			first = mem;
+		else if (mem != first + (at - va))
+			return -ERANGE;
+	}
+	span->addr = first;
+	return 0;
+}
+
+HMM_EXPORT int hmm_kernel_map(struct hmm_kernel *k, struct hmm_kernel_span *spans, unsigned n)
+{
+	struct hmm__cu *cu = k->cu;
+
+	if (!spans && n)
+		return -EINVAL;
+	for (;;) {
+		int err = __atomic_load_n(&k->l->err, __ATOMIC_RELAXED);
+		uint64_t gen;
+		unsigned i;
+
+		if (err)
+			return err;
+		/* All spans under one announced generation: a fault for one may
+		 * invalidate another, and then every span is translated again. */
+		if (__atomic_load_n(&cu->mirror->tlb_gen, __ATOMIC_SEQ_CST) !=
+		    __atomic_load_n(&cu->in_access, __ATOMIC_RELAXED))
+			announce(cu, cu->mirror);
+		gen = __atomic_load_n(&cu->in_access, __ATOMIC_RELAXED);
+		for (i = 0; i < n; i++) {
+			err = map_span(k, &spans[i], gen);
+			if (err)
+				break;
+		}
+		if (err == 1)
+			continue;
+		return err;
+	}
+}
+
 HMM_EXPORT int hmm_kernel_read(struct hmm_kernel *k, const void *ptr, void *buf, size_t len)
 {
 	return kernel_access(k, (uint64_t)(uintptr_t)ptr, buf, len, false);

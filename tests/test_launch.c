@@ -87,6 +87,77 @@ Test(launch, a_vector_add_on_malloced_arrays_matches_the_cpu)
 	free(v.c);
 }
 
+static void vadd_map_kernel(struct hmm_kernel *k, void *arg)
+{
+	struct vadd *v = arg;
+	uint64_t i = hmm_kernel_item(k) * 1024;
+	struct hmm_kernel_span sp[3] = {
+		{ (void *)&v->a[i], 1024 * sizeof(float), false, NULL },
+		{ (void *)&v->b[i], 1024 * sizeof(float), false, NULL },
+		{ &v->c[i], 1024 * sizeof(float), true, NULL },
+	};
+	const float *x, *y;
+	float *z;
+
+	if (hmm_kernel_map(k, sp, 3))
+		return;
+	x = sp[0].addr;
+	y = sp[1].addr;
+	z = sp[2].addr;
+	for (int j = 0; j < 1024; j++)
+		z[j] = x[j] + y[j];
+}
+
+Test(launch, kernels_that_map_their_rows_compute_at_cpu_addresses)
+{
+	enum { N = 1 << 20 };
+	struct vadd v = { malloc(N * sizeof(float)), malloc(N * sizeof(float)),
+			  calloc(N, sizeof(float)) };
+
+	for (int i = 0; i < N; i++) {
+		((float *)v.a)[i] = (float)i;
+		((float *)v.b)[i] = (float)(N - i);
+	}
+	cr_assert_eq(hmm_launch(mir, N / 1024, vadd_map_kernel, &v), 0);
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(v.c[i], (float)N, "c[%d] = %f", i, v.c[i]);
+	free((void *)v.a);
+	free((void *)v.b);
+	free(v.c);
+}
+
+static int map_result;
+
+static void bad_map_kernel(struct hmm_kernel *k, void *arg)
+{
+	struct hmm_kernel_span sp = { arg, PS, true, NULL };
+
+	map_result = hmm_kernel_map(k, &sp, 1);
+}
+
+static void empty_map_kernel(struct hmm_kernel *k, void *arg)
+{
+	struct hmm_kernel_span sp = { arg, 0, false, NULL };
+
+	map_result = hmm_kernel_map(k, &sp, 1);
+}
+
+Test(launch, mapping_an_unusable_span_fails_as_an_access_does)
+{
+	char *p = mmap(NULL, 2 * PS, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	cr_assert_eq(hmm_launch(mir, 1, bad_map_kernel, p), -EPERM, "a writable span of a "
+		     "read-only mapping");
+	cr_assert_eq(map_result, -EPERM);
+	cr_assert_eq(mprotect(p, PS, PROT_NONE), 0);
+	cr_assert_eq(hmm_launch(mir, 1, bad_map_kernel, p), -EFAULT);
+	cr_assert_eq(hmm_launch(mir, 1, empty_map_kernel, p + PS), 0,
+		     "an empty span is refused without stopping the launch");
+	cr_assert_eq(map_result, -EINVAL);
+	munmap(p, 2 * PS);
+}
+
 struct once {
 	uint32_t *seen;
 	uint32_t *unit;
@@ -230,8 +301,21 @@ static void page_kernel(struct hmm_kernel *k, void *arg)
 	uint64_t page = hmm_kernel_item(k) % SD_PAGES, sum = 0;
 	const uint64_t *base = sd.p + page * (PS / 8);
 
-	for (size_t i = 0; i < PS / 8 && !hmm_kernel_failed(k); i++)
-		sum += hmm_ld_u64(k, base + i);
+	if (hmm_kernel_item(k) % 2) {
+		/* Half the instances read the page directly, through a map. */
+		struct hmm_kernel_span sp = { (void *)base, PS, false, NULL };
+
+		/* Slowly, so that invalidations land while it reads. */
+		if (hmm_kernel_map(k, &sp, 1) == 0)
+			for (size_t i = 0; i < PS / 8; i++) {
+				sum += ((const volatile uint64_t *)sp.addr)[i];
+				for (volatile int d = 0; d < 20; d++)
+					;
+			}
+	} else {
+		for (size_t i = 0; i < PS / 8 && !hmm_kernel_failed(k); i++)
+			sum += hmm_ld_u64(k, base + i);
+	}
 	hmm_st_u64(k, (uint64_t *)arg + hmm_kernel_item(k), sum);
 }
 

@@ -628,6 +628,36 @@ unsigned int hmm_kernel_unit(const struct hmm_kernel *k);
 int hmm_kernel_read(struct hmm_kernel *k, const void *ptr, void *buf, size_t len);
 int hmm_kernel_write(struct hmm_kernel *k, void *ptr, const void *buf, size_t len);
 
+/**
+ * struct hmm_kernel_span - a range a kernel wants to use directly.
+ * @ptr: in; the first byte, as the CPU addresses it.
+ * @len: in; bytes, at least 1.
+ * @write: in; the kernel will store to it too.
+ * @addr: out; where the kernel loads and stores it.
+ */
+struct hmm_kernel_span {
+	void *ptr;
+	size_t len;
+	bool write;
+	void *addr;
+};
+
+/**
+ * hmm_kernel_map() - translate n spans for the kernel's direct use.
+ *
+ * Every page of every span is translated through the unit's TLB and page
+ * table (faulting as needed), all under one TLB generation: if a fault for
+ * one span invalidates another, all are translated again.  The kernel may
+ * then use each span's addr with ordinary loads and stores, at the speed of
+ * CPU code, until its next call into libhmm; invalidations of the spans
+ * wait until then, so it must not block meanwhile.
+ * Context: a kernel.
+ * Return: 0; -EFAULT or -EPERM (the launch stops, as for any access);
+ * -ERANGE (a span is not one piece of memory in the device's view: copy it
+ * with hmm_kernel_read() instead; the launch goes on); -EINVAL.
+ */
+int hmm_kernel_map(struct hmm_kernel *k, struct hmm_kernel_span *spans, unsigned int n);
+
 /** hmm_kernel_failed() - has this launch had an access error? */
 bool hmm_kernel_failed(const struct hmm_kernel *k);
 

@@ -12,8 +12,9 @@
  *     (three device accesses per item, each a TLB hit once warm);
  *  2. the same with one work item per 1024-element row, moved with
  *     hmm_kernel_read/hmm_kernel_write;
- *  3. the cost of one typed load on a TLB hit, from row 1, in ns;
- *  4. the first launch on fresh arrays: device faults included.
+ *  3. the same rows used in place through hmm_kernel_map;
+ *  4. the first launch on fresh arrays: device faults included;
+ *  5. the cost of one typed access on a TLB hit, from row 1, in ns.
  * Nothing is asserted: the machine is shared and noisy.  The exit status
  * is 1 only when the benchmark could not run or a result was wrong.
  */
@@ -61,6 +62,27 @@ static void vadd_row(struct hmm_kernel *k, void *arg)
 	for (int j = 0; j < ROW; j++)
 		x[j] += y[j];
 	hmm_kernel_write(k, &c[i], x, sizeof(x));
+}
+
+static void vadd_map(struct hmm_kernel *k, void *arg)
+{
+	uint64_t i = hmm_kernel_item(k) * ROW;
+	struct hmm_kernel_span sp[3] = {
+		{ &a[i], sizeof(float) * ROW, false, NULL },
+		{ &b[i], sizeof(float) * ROW, false, NULL },
+		{ &c[i], sizeof(float) * ROW, true, NULL },
+	};
+	const float *x, *y;
+	float *z;
+
+	(void)arg;
+	if (hmm_kernel_map(k, sp, 3))
+		return;
+	x = sp[0].addr;
+	y = sp[1].addr;
+	z = sp[2].addr;
+	for (int j = 0; j < ROW; j++)
+		z[j] = x[j] + y[j];
 }
 
 struct cpu_part {
@@ -126,7 +148,7 @@ int main(int argc, char **argv)
 {
 	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
 					 .memory = 1 << 20, .numa_node = -1 };
-	double elem[MAX_REPS], row[MAX_REPS], cpu[MAX_REPS], first;
+	double elem[MAX_REPS], row[MAX_REPS], map[MAX_REPS], cpu[MAX_REPS], first;
 	struct hmm_device *dev;
 	struct hmm_mirror *m;
 	int reps = 5, opt, err;
@@ -162,16 +184,17 @@ int main(int argc, char **argv)
 	first = run_kernel(m, nelem, vadd_elem); /* faults every page in */
 	check();
 	for (int r = 0; r < reps; r++) {
-		for (int k = 0; k < 3; k++) {
-			switch ((r + k) % 3) {
+		for (int k = 0; k < 4; k++) {
+			switch ((r + k) % 4) {
 			case 0: elem[r] = run_kernel(m, nelem, vadd_elem); check(); break;
 			case 1: row[r] = run_kernel(m, nelem / ROW, vadd_row); check(); break;
-			case 2: cpu[r] = run_cpu(); break;
+			case 2: map[r] = run_kernel(m, nelem / ROW, vadd_map); check(); break;
+			case 3: cpu[r] = run_cpu(); break;
 			}
 		}
 		if (verbose)
-			fprintf(stderr, "rep %d: elem %.2f ms, row %.2f ms, cpu %.2f ms\n", r,
-				elem[r] * 1e3, row[r] * 1e3, cpu[r] * 1e3);
+			fprintf(stderr, "rep %d: elem %.2f ms, row %.2f ms, map %.2f ms, cpu %.2f ms\n",
+				r, elem[r] * 1e3, row[r] * 1e3, map[r] * 1e3, cpu[r] * 1e3);
 	}
 	printf("\nDevice kernels (libhmm): c[i] = a[i] + b[i] over %llu floats of malloc'd "
 	       "arrays,\n%u compute units against %u CPU threads; median of %d.  Ratio: "
@@ -182,6 +205,8 @@ int main(int argc, char **argv)
 	line("kernel, one item per element, typed ld/st", "ms", median(elem, reps) * 1e3,
 	     median(cpu, reps) * 1e3);
 	line("kernel, one item per row, kernel_read/write", "ms", median(row, reps) * 1e3,
+	     median(cpu, reps) * 1e3);
+	line("kernel, one item per row, hmm_kernel_map", "ms", median(map, reps) * 1e3,
 	     median(cpu, reps) * 1e3);
 	line("first launch (device faults of 3 arrays)", "ms", first * 1e3,
 	     median(cpu, reps) * 1e3);
