@@ -1,0 +1,34 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Run every example and check its output: `make check` runs this.
+# Each line below is "example: a line its output must contain".
+set -u
+dir=${EXAMPLES_DIR:-examples}
+fail=0
+expect() {
+	prog=$1
+	shift
+	out=$("$dir/$prog" 2>&1)
+	status=$?
+	printf '%s\n' "$out" | sed "s/^/$prog: /"
+	if [ $status -ne 0 ]; then
+		echo "$prog: FAILED: exit status $status"
+		fail=1
+		return
+	fi
+	for want in "$@"; do
+		printf '%s\n' "$out" | grep -qF -- "$want" || {
+			echo "$prog: FAILED: no line with: $want"
+			fail=1
+		}
+	done
+}
+expect kernel_vadd "c = a + b over 1048576 floats: ok" "launches: 1"
+expect mirror_invalidate \
+	"device read of 64 pages: ok, first byte 0x5a" \
+	"after the device read:             device pages mapped:  64, invalidations: 0" \
+	"after madvise(DONTNEED) of half:   device pages mapped:  32, invalidations: 1" \
+	"device read of a dropped page: ok, first byte 0x00 (the CPU sees 0x00)" \
+	"device write to a read-only page: EPERM" \
+	"device read of an unmapped page: EFAULT"
+exit $fail
