@@ -9,7 +9,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 /* ---- paths and results --------------------------------------------------- */
 
@@ -205,4 +210,92 @@ void let_time_pass(void)
 	struct timespec ts = { 0, 15 * 1000 * 1000 };
 
 	nanosleep(&ts, NULL);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
+}
+
+/* ---- running commands -------------------------------------------------- */
+
+static void drain(int fd, char *buf, size_t *len, bool *eof)
+{
+	while (!*eof) {
+		ssize_t n;
+		char scratch[4096];
+
+		if (*len < RUN_OUT_MAX - 1)
+			n = read(fd, buf + *len, RUN_OUT_MAX - 1 - *len);
+		else
+			n = read(fd, scratch, sizeof(scratch)); /* keep the child unblocked */
+		if (n > 0) {
+			if (*len < RUN_OUT_MAX - 1)
+				*len += (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			*eof = true;
+		return; /* EAGAIN: nothing more for now */
+	}
+}
+
+/* Whatever the child wrote is in the pipes once it has exited. */
+void run_cmd(const char *file, char *const argv[], char *const envp[],
+		    int timeout_ms, struct run *r)
+{
+	int out[2], err[2], status;
+	bool out_eof = false, err_eof = false;
+	pid_t pid;
+
+	memset(r, 0, sizeof(*r));
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
+	cr_assert_eq(pipe2(err, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
+	pid = fork();
+	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+
+		dup2(null, STDIN_FILENO);
+		dup2(out[1], STDOUT_FILENO);
+		dup2(err[1], STDERR_FILENO);
+		if (strchr(file, '/'))
+			execve(file, argv, envp ? envp : environ);
+		else
+			execvpe(file, argv, envp ? envp : environ);
+		dprintf(STDERR_FILENO, "exec %s: %s\n", file, strerror(errno));
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	fcntl(out[0], F_SETFL, O_NONBLOCK);
+	fcntl(err[0], F_SETFL, O_NONBLOCK);
+
+	r->status = -1;
+	for (long long start = now_ms();;) {
+		struct pollfd p[2] = { { out_eof ? -1 : out[0], POLLIN, 0 },
+				       { err_eof ? -1 : err[0], POLLIN, 0 } };
+
+		poll(p, 2, 20);
+		drain(out[0], r->out, &r->outlen, &out_eof);
+		drain(err[0], r->err, &r->errlen, &err_eof);
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			drain(out[0], r->out, &r->outlen, &out_eof);
+			drain(err[0], r->err, &r->errlen, &err_eof);
+			r->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+			break;
+		}
+		if (now_ms() - start >= timeout_ms) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			break;
+		}
+	}
+	close(out[0]);
+	close(err[0]);
+	r->out[r->outlen] = '\0';
+	r->err[r->errlen] = '\0';
 }

@@ -120,6 +120,30 @@ void report_fail(struct report *r, const char *fmt, ...) __attribute__((format(p
 /* The workers must have reported no failure. */
 void expect_no_failures(const struct report *r);
 
+/* ---- running commands ---------------------------------------------------- */
+
+#define RUN_OUT_MAX 65536
+
+/* What run_cmd() saw: stdout and stderr (NUL-terminated, cut at
+ * RUN_OUT_MAX - 1 bytes) and how the command ended. */
+struct run {
+	int status;     /* exit code; 128 + signal if killed; -1 if it timed out */
+	char out[RUN_OUT_MAX];
+	size_t outlen;
+	char err[RUN_OUT_MAX];
+	size_t errlen;
+};
+
+/*
+ * run_cmd() - run file (a path, or a name looked up in PATH) with argv, and
+ * envp or this environment if NULL; stdin from /dev/null, stdout and stderr
+ * into r.  Waits at most timeout_ms for it to exit, then kills it.  A daemon
+ * it leaves behind may keep the pipes open: once it has exited, what it
+ * wrote is drained without waiting for EOF.
+ */
+void run_cmd(const char *file, char *const argv[], char *const envp[], int timeout_ms,
+	     struct run *r);
+
 /* ---- time -------------------------------------------------------------------- */
 
 /* Compare two timestamps: -1, 0 or 1 as a is before, equal to or after b. */

@@ -22,7 +22,6 @@
 #include <criterion/parameterized.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -37,93 +36,21 @@
 #include <hmm.h>
 
 #define MIB (1024 * 1024)
-#define OUT_MAX 65536
 #define HINT "Try 'hmmctl --help' for more information.\n"
 
 /* ---- running hmmctl ------------------------------------------------------ */
 
-struct run {
-	int status; /* exit code; 128 + signal if killed */
-	char out[OUT_MAX];
-	char err[OUT_MAX];
-};
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
-/* Read what is there; mark EOF.  Keeps reading past a full buffer. */
-static void drain(int fd, char *buf, size_t *len, bool *eof)
-{
-	char scratch[4096];
-	ssize_t n;
-
-	if (*eof)
-		return;
-	if (*len < OUT_MAX - 1)
-		n = read(fd, buf + *len, OUT_MAX - 1 - *len);
-	else
-		n = read(fd, scratch, sizeof(scratch));
-	if (n > 0 && *len < OUT_MAX - 1)
-		*len += (size_t)n;
-	else if (n == 0)
-		*eof = true;
-}
-
-/* Run hmmctl with argv (NULL-terminated, without argv[0]); 20 s at most. */
+/* Run hmmctl with args (NULL-terminated, without argv[0]); 20 s at most. */
 static void run_argv(struct run *r, const char *const *args)
 {
 	const char *argv[32] = { "hmmctl" };
-	int out[2], err[2], status, n = 1;
-	size_t outlen = 0, errlen = 0;
-	bool out_eof = false, err_eof = false;
-	long long start = now_ms();
-	pid_t pid;
+	int n = 1;
 
 	for (; *args && n < 31; args++)
 		argv[n++] = *args;
 	argv[n] = NULL;
-	memset(r, 0, sizeof(*r));
-	cr_assert_eq(pipe2(out, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
-	cr_assert_eq(pipe2(err, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
-	pid = fork();
-	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDONLY);
-
-		dup2(null, STDIN_FILENO);
-		dup2(out[1], STDOUT_FILENO);
-		dup2(err[1], STDERR_FILENO);
-		execv(HMMCTL_BIN, (char *const *)argv);
-		dprintf(STDERR_FILENO, "exec %s: %s\n", HMMCTL_BIN, strerror(errno));
-		_exit(127);
-	}
-	close(out[1]);
-	close(err[1]);
-	while (!out_eof || !err_eof) {
-		struct pollfd p[2] = { { out_eof ? -1 : out[0], POLLIN, 0 },
-				       { err_eof ? -1 : err[0], POLLIN, 0 } };
-
-		if (now_ms() - start > 20000) {
-			kill(pid, SIGKILL);
-			break;
-		}
-		if (poll(p, 2, 100) <= 0)
-			continue;
-		if (p[0].revents)
-			drain(out[0], r->out, &outlen, &out_eof);
-		if (p[1].revents)
-			drain(err[0], r->err, &errlen, &err_eof);
-	}
-	close(out[0]);
-	close(err[0]);
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	r->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	cr_assert_lt(now_ms() - start, 20000, "hmmctl %s timed out", argv[1] ? argv[1] : "");
+	run_cmd(HMMCTL_BIN, (char *const *)argv, NULL, 20000, r);
+	cr_assert_neq(r->status, -1, "hmmctl %s timed out", argv[1] ? argv[1] : "");
 }
 
 /* run(r, "residency", path, NULL): hmmctl with these arguments. */
@@ -202,7 +129,7 @@ struct jv {
 
 static struct jv jpool[8192];
 static int jused;
-static char jstrings[OUT_MAX * 2];
+static char jstrings[RUN_OUT_MAX * 2];
 static size_t jstrused;
 
 struct jparser {
