@@ -8,6 +8,7 @@
  * coherent with writes, truncation and hole punching, which all pass
  * through it.  The daemon sees cache misses (READ), write-through (WRITE,
  * also for dirty mmap pages written back) and the size-changing operations.
+ * Punching and copy_file_range change bytes behind the cache: fence.c.
  */
 #include "config.h"
 #include "hmmfs.h"
@@ -52,8 +53,8 @@ void hmmfs_ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	/* Writes are complete when they are answered: nothing is pending.  But
 	 * the kernel holds the file's i_rwsem until this reply, which is what
 	 * a migration's invalidation waits for (migrate.c). */
-	hmmfs_migrate_fsync(ino);
-	fuse_reply_err(req, 0);
+	if (!hmmfs_migrate_fsync(req, ino))
+		fuse_reply_err(req, 0);
 }
 
 /* Return: 0, or the errno for READ or WRITE at off on this inode. */
@@ -131,7 +132,10 @@ void hmmfs_ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	if (size > HMMFS_MAX_FILESIZE - (uint64_t)off)
 		size = (size_t)(HMMFS_MAX_FILESIZE - (uint64_t)off);
 	pthread_rwlock_wrlock(&inode->data_lock);
-	err = hmmfs_pages_write(inode, buf, size, (uint64_t)off, fi && fi->writepage, &written);
+	if (fi && fi->writepage)
+		err = hmmfs_fence_writeback(inode, buf, size, (uint64_t)off, &written);
+	else
+		err = hmmfs_pages_write(inode, buf, size, (uint64_t)off, false, &written);
 	pthread_rwlock_unlock(&inode->data_lock);
 	if (err) {
 		fuse_reply_err(req, -err);
@@ -174,6 +178,8 @@ void hmmfs_ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 	pthread_rwlock_wrlock(&inode->data_lock);
 	if (punch) {
 		err = hmmfs_pages_punch(inode, off, len);
+		if (!err)
+			hmmfs_fence_raise(inode, off, len);
 	} else {
 		err = hmmfs_pages_allocate(inode, off, len);
 		if (!err && !(mode & FALLOC_FL_KEEP_SIZE) && off + len > inode->file.size) {
@@ -182,8 +188,12 @@ void hmmfs_ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 		}
 	}
 	pthread_rwlock_unlock(&inode->data_lock);
+	if (!err && punch) {
+		hmmfs_fence_lower_reply(req, inode, ino, off, len, false);
+		return;
+	}
 	if (!err)
-		hmmfs_touch(inode, punch || size_changed, true);
+		hmmfs_touch(inode, size_changed, true);
 	fuse_reply_err(req, -err);
 }
 
@@ -260,6 +270,23 @@ static int copy_range(struct hmmfs_inode *in, uint64_t off_in,
 	return done ? 0 : err;
 }
 
+/*
+ * Whether hmmfs can copy into [off, off + len) of out itself.  After the
+ * reply the kernel drops every page-cache page the range touches, whole,
+ * and a store through a mapping into a partial page's other bytes since the
+ * kernel wrote the page back would be lost with it.  So a range that starts
+ * or ends inside a page (other than at or past the end of the file, where
+ * nothing follows) is left to the kernel, which copies it through the page
+ * cache when told EOPNOTSUPP, as for a filesystem without copy_file_range.
+ * Context: out->data_lock held.
+ */
+static bool copy_in_daemon(const struct hmmfs_inode *out, uint64_t off, uint64_t len)
+{
+	uint64_t cache_page = (uint64_t)sysconf(_SC_PAGESIZE), end = off + len;
+
+	return !(off % cache_page) && (!(end % cache_page) || end >= out->file.size);
+}
+
 void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			      struct fuse_file_info *fi_in, fuse_ino_t ino_out,
 			      off_t off_out, struct fuse_file_info *fi_out,
@@ -303,7 +330,13 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	if ((uint64_t)off_in < in->file.size) {
 		if (len > in->file.size - (uint64_t)off_in)
 			len = (size_t)(in->file.size - (uint64_t)off_in);
-		err = copy_range(in, (uint64_t)off_in, out, (uint64_t)off_out, len, &copied);
+		if (copy_in_daemon(out, (uint64_t)off_out, len)) {
+			err = copy_range(in, (uint64_t)off_in, out, (uint64_t)off_out, len,
+					 &copied);
+			hmmfs_fence_raise(out, (uint64_t)off_out, copied);
+		} else {
+			err = -EOPNOTSUPP;
+		}
 	}
 	if (in != out)
 		pthread_rwlock_unlock(&in->data_lock);
@@ -312,8 +345,9 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_err(req, -err);
 		return;
 	}
-	if (copied)
-		hmmfs_touch(out, true, true);
 	hmmfs_accessed(in);
-	fuse_reply_write(req, copied);
+	if (copied)
+		hmmfs_fence_lower_reply(req, out, ino_out, (uint64_t)off_out, copied, true);
+	else
+		fuse_reply_write(req, 0);
 }

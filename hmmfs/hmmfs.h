@@ -26,10 +26,14 @@
  *   6. migration queue   (migrate.c) leaf.
  *   7. DMA fence and queue locks, pool locks  (libhmm) leaf locks.
  *
- * Never held while calling fuse_lowlevel_notify_*: any of the above.  Only
- * migrate.c sends notifications: the migration thread, which is not a FUSE
- * worker, or the worker serving an FSYNC that the migration thread caused,
- * so that the kernel holds the file's i_rwsem meanwhile.
+ * Never held while calling fuse_lowlevel_notify_*: any of the above.  No
+ * FUSE worker sends notifications: an invalidation writes dirty pages back
+ * through workers.  The migration thread does (migrate.c), and the
+ * invalidator (invalidate.c) does for handlers that reply after it: an
+ * FSYNC that the migration thread caused, and a FALLOCATE or
+ * COPY_FILE_RANGE that changed bytes behind the page cache (fence.c).  For
+ * those the kernel holds the file's i_rwsem until the reply, so no write(2)
+ * is half done meanwhile.
  *
  * Lifetime, all counts read under fs->ref_lock:
  *  - An inode's data is released (its pages go back to the pool and it stops
@@ -138,6 +142,9 @@ struct hmmfs_inode {
 			struct hmm__radix pages;  /* page index -> struct hmm__page */
 			uint64_t pages_to_device, pages_to_host;
 			uint64_t cpu_faults, evictions;
+			/* bytes being dropped from the page cache (fence.c) */
+			uint64_t fence_off, fence_end;
+			unsigned nfences;
 		} file;
 		struct hmmfs_dir dir;         /* S_IFDIR; protected by fs->ns_lock */
 		char *symlink;                /* S_IFLNK; immutable */
@@ -240,6 +247,31 @@ void hmmfs_pages_free_all(struct hmmfs_inode *f);
 uint64_t hmmfs_pages_count(struct hmmfs_inode *f);
 bool hmmfs_pages_range_is_hole(struct hmmfs_inode *f, uint64_t off, uint64_t len);
 
+/*
+ * invalidate.c: the invalidator, a thread that drops ranges from the page
+ * cache for handlers that must reply only after that.
+ */
+struct hmmfs_inval_job {
+	struct hmmfs_inval_job *next;          /* the invalidator's queue */
+	fuse_ino_t ino;
+	off_t off, len;
+	void (*done)(struct hmmfs_inval_job *job); /* replies; may free job */
+};
+void hmmfs_invalidate_async(struct hmmfs_inval_job *job);
+void hmmfs_invalidate_now(struct hmmfs_inval_job *job);
+int hmmfs_invalidator_start(void);
+void hmmfs_invalidator_stop(void);
+
+/*
+ * fence.c: bytes changed behind the page cache stay changed while the
+ * kernel's stale copy of them is dropped.
+ */
+void hmmfs_fence_raise(struct hmmfs_inode *f, uint64_t off, uint64_t len);
+void hmmfs_fence_lower_reply(fuse_req_t req, struct hmmfs_inode *f, fuse_ino_t ino,
+			     uint64_t off, uint64_t len, bool copy);
+int hmmfs_fence_writeback(struct hmmfs_inode *f, const char *buf, size_t size,
+			  uint64_t off, size_t *written);
+
 /* file.c */
 void hmmfs_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void hmmfs_ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -262,7 +294,7 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 int hmmfs_migrate_start(void);
 void hmmfs_migrate_refuse(void);
 void hmmfs_migrate_stop(void);
-void hmmfs_migrate_fsync(fuse_ino_t ino);
+bool hmmfs_migrate_fsync(fuse_req_t req, fuse_ino_t ino);
 void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		    struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		    size_t in_bufsz, size_t out_bufsz);

@@ -7,6 +7,8 @@ hmmfs_hmmfs_SOURCES = \
 	hmmfs/dir.c \
 	hmmfs/pages.c \
 	hmmfs/file.c \
+	hmmfs/fence.c \
+	hmmfs/invalidate.c \
 	hmmfs/xattr.c \
 	hmmfs/migrate.c
 hmmfs_hmmfs_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)

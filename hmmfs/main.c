@@ -302,7 +302,7 @@ static struct hmm__device_config device_cfg[HMMFS_MAX_DEVICES];
 static unsigned ndevice_cfg;
 
 /*
- * Create the devices and start the migration thread.  Called once mounted
+ * Create the devices and start the invalidator and migration threads.  Called once mounted
  * and daemonized: the devices' DMA engines are threads, and fork() keeps
  * only the thread that calls it.  Their options were checked before
  * mounting, so only a lack of memory or threads can fail here.
@@ -318,6 +318,9 @@ static int start_devices(void)
 		hmmfs.ndevices = i + 1;
 	}
 	hmmfs.mem.ndevices = hmmfs.ndevices;
+	err = hmmfs_invalidator_start();
+	if (err)
+		return fail("cannot start the invalidator thread: %s", strerror(-err));
 	err = hmmfs_migrate_start();
 	if (err)
 		return fail("cannot start the migration thread: %s", strerror(-err));
@@ -514,6 +517,7 @@ int main(int argc, char *argv[])
 out_unmount:
 	fuse_session_unmount(se);
 	hmmfs_migrate_stop();
+	hmmfs_invalidator_stop();
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_destroy:

@@ -29,7 +29,8 @@
  * is answered.  So the migration thread opens the file itself (by handle,
  * open_by_handle_at: the file may have no name), registers the invalidation
  * in take_req and calls fsync(2): whichever FSYNC on that file a worker
- * serves next performs it, while the kernel holds i_rwsem.  Where the daemon
+ * serves next has the invalidator (invalidate.c) perform it and then
+ * answers, so the kernel holds i_rwsem throughout.  Where the daemon
  * cannot open files by handle (it lacks CAP_DAC_READ_SEARCH), the migration
  * thread invalidates without that protection; hmmfs(8), BUGS.
  *
@@ -72,7 +73,7 @@ struct migration {
 enum take_state {
 	TAKE_NONE,     /* nothing to do */
 	TAKE_PENDING,  /* registered; the next FSYNC on ino runs it */
-	TAKE_RUNNING,  /* a worker is invalidating */
+	TAKE_RUNNING,  /* the invalidator is invalidating */
 	TAKE_DONE,     /* done, while the kernel held i_rwsem */
 };
 
@@ -138,32 +139,46 @@ static int open_own_fd(const struct migration *m)
 	return fd;
 }
 
-/*
- * hmmfs_migrate_fsync() - run the invalidation registered for ino, if any.
- * Called by the FSYNC handler before it replies: the kernel holds the
- * file's i_rwsem until then, so no write(2) is half done (see the top).
- * Context: a FUSE worker, no lock held.
- */
-void hmmfs_migrate_fsync(fuse_ino_t ino)
+/* The invalidation of take_req, and the FSYNC that answers after it. */
+static struct {
+	struct hmmfs_inval_job job;
+	fuse_req_t req;
+} take_job;
+
+static void taken(struct hmmfs_inval_job *job)
 {
-	off_t off, len;
-
-	pthread_mutex_lock(&mig.lock);
-	if (mig.take_req.state != TAKE_PENDING || mig.take_req.ino != ino) {
-		pthread_mutex_unlock(&mig.lock);
-		return;
-	}
-	mig.take_req.state = TAKE_RUNNING;
-	off = mig.take_req.off;
-	len = mig.take_req.len;
-	pthread_mutex_unlock(&mig.lock);
-
-	fuse_lowlevel_notify_inval_inode(hmmfs.se, ino, off, len);
-
+	(void)job;
 	pthread_mutex_lock(&mig.lock);
 	mig.take_req.state = TAKE_DONE;
 	pthread_cond_broadcast(&mig.taken);
 	pthread_mutex_unlock(&mig.lock);
+	fuse_reply_err(take_job.req, 0);
+}
+
+/*
+ * hmmfs_migrate_fsync() - if an invalidation is registered for ino, have
+ * the invalidator run it and then answer req, while the kernel holds the
+ * file's i_rwsem: no write(2) is half done (see the top).
+ * Context: a FUSE worker serving FSYNC on ino, no lock held.
+ * Return: true if req will be answered that way; false if the caller
+ * answers it.
+ */
+bool hmmfs_migrate_fsync(fuse_req_t req, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&mig.lock);
+	if (mig.take_req.state != TAKE_PENDING || mig.take_req.ino != ino) {
+		pthread_mutex_unlock(&mig.lock);
+		return false;
+	}
+	mig.take_req.state = TAKE_RUNNING;
+	take_job.job.ino = ino;
+	take_job.job.off = mig.take_req.off;
+	take_job.job.len = mig.take_req.len;
+	take_job.job.done = taken;
+	take_job.req = req;
+	pthread_mutex_unlock(&mig.lock);
+	hmmfs_invalidate_async(&take_job.job);
+	return true;
 }
 
 /*

@@ -76,6 +76,12 @@ static void setup_counters(void)
 		       "dma_bw=100M");
 }
 
+static void setup_one_worker(void)
+{
+	mnt_setup_opts("host_mem=64M,devices=3,device_mem=8M,"
+		       "device_type=private:coherent:private,max_threads=1");
+}
+
 static void setup_small_host(void)
 {
 	mnt_setup_opts("host_mem=64K,devices=1,device_mem=1M,device_type=private");
@@ -97,6 +103,7 @@ TestSuite(migrate, .init = setup_three_devices, .fini = mnt_teardown);
 TestSuite(cpu_access, .init = setup_three_devices, .fini = mnt_teardown);
 TestSuite(migrate_args, .init = setup_three_devices, .fini = mnt_teardown);
 TestSuite(migrate_race, .init = setup_three_devices, .fini = mnt_teardown);
+TestSuite(one_worker, .init = setup_one_worker, .fini = mnt_teardown);
 TestSuite(evict_none, .init = setup_small_evict_none, .fini = mnt_teardown);
 TestSuite(evict_lru, .init = setup_small_evict_lru, .fini = mnt_teardown);
 TestSuite(device_counters, .init = setup_counters, .fini = mnt_teardown);
@@ -1762,6 +1769,147 @@ Test(migrate_race, a_writer_racing_with_50_migrations_loses_no_write)
 	free(w->model);
 	free(w->buf);
 	free(w);
+}
+
+/*
+ * -- punching and copying into a page that another thread writes back
+ *
+ * The kernel writes a range back before FALLOCATE or COPY_FILE_RANGE and
+ * drops or zeroes its cached pages after the reply, but lets stores through
+ * a mapping dirty the range's pages in between and write them back, old
+ * bytes of the range included; and a copy drops the partial pages at its
+ * ends whole.  No old byte of the range may come back, and no byte outside
+ * it may be lost (hmmfs/fence.c, and copy_in_daemon in hmmfs/file.c).
+ * Every round: fill the range with old bytes, then punch it or copy over it
+ * while another thread stores one byte into the page and forces write-back
+ * with close(2), which flushes without the file's lock; then migrate the
+ * page, which drops the page cache, and read it back from the daemon.
+ */
+#define EDGE_ROUNDS 6000
+#define EDGE_OLD 0xd1
+#define EDGE_COPIED 0x5a
+
+enum edge_op {
+	EDGE_PUNCH_HALF,    /* punch the first half; stores go to the second */
+	EDGE_COPY_HALF,     /* copy over the first half; stores go to the second */
+	EDGE_COPY_PAGE,     /* copy over the whole page, which the stores hit */
+};
+
+struct edge_storer {
+	int fd;
+	volatile unsigned char *map;
+	long long from, len;       /* where the stores go */
+	int at, value;             /* the last store */
+	int go, done, stop;        /* atomics */
+	uint64_t seed;
+	long stores;
+};
+
+static void *edge_storer_main(void *arg)
+{
+	struct edge_storer *e = arg;
+
+	while (!__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE)) {
+		if (!__atomic_exchange_n(&e->go, 0, __ATOMIC_ACQ_REL)) {
+			sched_yield();
+			continue;
+		}
+		usleep((useconds_t)rnd_below(&e->seed, 100));
+		e->at = (int)(e->from + (long long)rnd_below(&e->seed, (uint64_t)e->len));
+		e->value = 0x10 + (int)(e->stores % 0x40); /* never old, copied or 0 */
+		e->map[e->at] = (unsigned char)e->value;
+		e->stores++;
+		close(dup(e->fd)); /* FLUSH: the dirty page is written back */
+		__atomic_store_n(&e->done, 1, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+static void edge_race(enum edge_op *op)
+{
+	static const char *names[] = { "punching half", "copying half", "copying the page" };
+	struct edge_storer *e = calloc(1, sizeof(*e));
+	long long ps = page(), len = *op == EDGE_COPY_PAGE ? ps : ps / 2;
+	unsigned char *old = malloc(ps), *want = malloc(ps), *got = malloc(ps);
+	int src = create_file("src");
+	pthread_t t;
+
+	cr_assert_not_null(e);
+	memset(old, EDGE_OLD, ps);
+	memset(got, EDGE_COPIED, ps);
+	cr_assert_eq(pwrite(src, got, ps, 0), ps);
+	memset(want, 0, ps);
+	memset(want, *op == EDGE_PUNCH_HALF ? 0 : EDGE_COPIED, len);
+	e->fd = create_file("f");
+	cr_assert_eq(ftruncate(e->fd, ps), 0);
+	e->map = mmap(NULL, ps, PROT_READ | PROT_WRITE, MAP_SHARED, e->fd, 0);
+	cr_assert_neq(e->map, MAP_FAILED);
+	e->from = *op == EDGE_COPY_PAGE ? 0 : len;
+	e->len = ps - e->from;
+	e->seed = 7 + *op;
+	cr_assert_eq(pthread_create(&t, NULL, edge_storer_main, e), 0);
+	for (int round = 0; round < EDGE_ROUNDS; round++) {
+		loff_t in = 0, out = 0;
+
+		cr_assert_eq(pwrite(e->fd, old, len, 0), len);
+		__atomic_store_n(&e->done, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&e->go, 1, __ATOMIC_RELEASE);
+		if (*op == EDGE_PUNCH_HALF)
+			cr_assert_eq(fallocate(e->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+					       len), 0, "punch: %s", strerror(errno));
+		else
+			cr_assert_eq(copy_file_range(src, &in, e->fd, &out, len, 0), len,
+				     "copy_file_range: %s", strerror(errno));
+		while (!__atomic_load_n(&e->done, __ATOMIC_ACQUIRE))
+			sched_yield();
+		/* Outside the range the store must be there; inside, the store
+		 * raced the change and either outcome is right. */
+		if (e->at >= len)
+			want[e->at] = (unsigned char)e->value;
+		migrate_ok(e->fd, 0, ps, round % 2 ? PRIV : PRIV2, -1, -1);
+		cr_assert_eq(pread(e->fd, got, ps, 0), ps);
+		for (long long i = 0; i < ps; i++) {
+			if (i == e->at && i < len && got[i] == e->value)
+				continue;
+			cr_assert_eq(got[i], want[i], "%s, round %d: byte %lld (%s the range) is "
+				     "0x%02x, not 0x%02x", names[*op], round, i,
+				     i < len ? "in" : "after", got[i], want[i]);
+		}
+	}
+	__atomic_store_n(&e->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	cr_assert_eq(e->stores, EDGE_ROUNDS);
+	munmap((void *)e->map, ps);
+	close(e->fd);
+	close(src);
+	free(e);
+	free(old);
+	free(want);
+	free(got);
+}
+
+ParameterizedTestParameters(migrate_race, a_punch_or_copy_races_with_write_back_of_its_pages)
+{
+	static enum edge_op ops[] = { EDGE_PUNCH_HALF, EDGE_COPY_HALF, EDGE_COPY_PAGE };
+	return cr_make_param_array(enum edge_op, ops, 3);
+}
+
+ParameterizedTest(enum edge_op *op, migrate_race, a_punch_or_copy_races_with_write_back_of_its_pages)
+{
+	edge_race(op);
+}
+
+/* With one worker thread, the write-back that dropping the pages causes
+ * must still be served: the daemon must not drop them from the worker. */
+ParameterizedTestParameters(one_worker, a_punch_or_copy_races_with_write_back_of_its_pages)
+{
+	static enum edge_op ops[] = { EDGE_PUNCH_HALF, EDGE_COPY_HALF, EDGE_COPY_PAGE };
+	return cr_make_param_array(enum edge_op, ops, 3);
+}
+
+ParameterizedTest(enum edge_op *op, one_worker, a_punch_or_copy_races_with_write_back_of_its_pages)
+{
+	edge_race(op);
 }
 
 /* -- the randomized test */
