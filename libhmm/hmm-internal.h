@@ -368,4 +368,72 @@ bool hmm__interval_covers(const struct hmm_interval_notifier *sub, uint64_t star
  * ------------------------------------------------------------------------ */
 void hmm__range_force_fallback(unsigned mask);
 
+/* What hmm__snapshot tells about a page. */
+#define HMM__SNAP_MAPPED  0x01 /* inside a mapping */
+#define HMM__SNAP_READ    0x02 /* the mapping is readable */
+#define HMM__SNAP_WRITE   0x04 /* the mapping is writable */
+#define HMM__SNAP_ANON    0x08 /* private anonymous memory in base pages */
+#define HMM__SNAP_PRESENT 0x10 /* a CPU page is mapped */
+#define HMM__SNAP_ZERO    0x20 /* it is the shared zero page */
+#define HMM__SNAP_EXCL    0x40 /* mapped by this process only */
+#define HMM__SNAP_SWAP    0x80 /* swapped out */
+/*
+ * hmm__snapshot() - one byte of HMM__SNAP_* flags for each of the n pages
+ * from start (page aligned), from /proc/self/maps and pagemap, unlocked:
+ * stale as soon as it returns.  Return: 0, -ENOMEM, -errno.
+ */
+int hmm__snapshot(uint64_t start, size_t n, uint8_t *out);
+
+/* ------------------------------------------------------------------------
+ * migrate.c - anonymous memory on devices (the public hmm_migrate_vma_*).
+ * ------------------------------------------------------------------------ */
+/*
+ * hmm__anon_lookup() - for hmm_range_fault, a page with no CPU page: if it
+ * is on the device owner, *out is its output word (VALID, the device
+ * memory's frame; the caller adds WRITE); if it is being migrated, wait
+ * for that to end.  Return: 1 (*out set), 0 (not on that device: absent),
+ * -EBUSY (a migration ended meanwhile: look again).
+ */
+int hmm__anon_lookup(const void *owner, uint64_t va, uint64_t *out);
+/*
+ * hmm__anon_cpu_fault() - the CPU faulted on page va of a registered range
+ * (wp: a write to a write-protected page; else a missing page).  Brings
+ * the page back, fills a hole or lifts the protection.
+ * Context: the cpufault monitor only.
+ * Return: 0 (resolved; the faulting thread is woken), -EAGAIN (the page is
+ * being migrated: try again after hmm__cpufault_kick).
+ */
+int hmm__anon_cpu_fault(uint64_t va, bool wp);
+/*
+ * hmm__anon_evict() - bring every device page of anonymous memory in
+ * [start, end) back to host RAM (before fork() and mremap(), which would
+ * lose them).  Context: no libhmm lock held.
+ */
+void hmm__anon_evict(uint64_t start, uint64_t end);
+/* Bring back every page of dev (before it is destroyed). */
+void hmm__anon_evict_device(const void *dev);
+/* Free device pages whose range an invalidation took (from hmm__invalidate_end). */
+void hmm__anon_reap(void);
+
+/* ------------------------------------------------------------------------
+ * cpufault.c - the userfaultfd that serves CPU faults on anonymous memory
+ * moved to a device (see the top of cpufault.c).  All but start need it
+ * started.  The ioctls return 0 or -errno.
+ * ------------------------------------------------------------------------ */
+/* Start the monitor (idempotent).  Return: 0, -EOPNOTSUPP (no usable
+ * userfaultfd), -EMFILE, -ENOMEM, -EAGAIN. */
+int hmm__cpufault_start(void);
+/* A migration ended: faults kept for later are tried again. */
+void hmm__cpufault_kick(void);
+/* Register [start, end) for missing and write-protect faults. */
+int hmm__cpufault_register(uint64_t start, uint64_t end);
+/* Write-protect [start, end), or lift the protection (which wakes waiters). */
+int hmm__cpufault_protect(uint64_t start, uint64_t end, bool wp);
+/* Place len bytes from src at va, a missing page (optionally
+ * write-protected), and wake whoever waits for it unless !wake; -EEXIST if
+ * a page is there. */
+int hmm__cpufault_fill(uint64_t va, const void *src, size_t len, bool wp, bool wake);
+/* Wake the threads waiting on [start, end). */
+int hmm__cpufault_wake(uint64_t start, uint64_t end);
+
 #endif /* HMM_INTERNAL_H */

@@ -168,10 +168,15 @@ HMM_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ..
 	}
 	if (!REAL(mremap))
 		return errno = ENOSYS, MAP_FAILED;
+
 	/* The pages leave the old range (all of it: growing may move it, and
 	 * shrinking unmaps its tail); with MREMAP_DONTUNMAP it stays mapped but
 	 * empty.  old_len 0 duplicates a shared mapping: nothing leaves. */
 	have_r = old_len && user_range(old, old_len, &r, HMM_NOTIFY_UNMAP);
+	/* A moved range loses its userfaultfd registration: device pages of
+	 * anonymous memory in it come back first (migrate.c). */
+	if (have_r)
+		hmm__anon_evict(r.start, r.end);
 	if (flags & MREMAP_FIXED)
 		have_t = user_range(target, new_len, &t, HMM_NOTIFY_UNMAP);
 	if (have_r)
@@ -352,6 +357,9 @@ HMM_EXPORT pid_t fork(void)
 
 	if (!REAL(fork))
 		return errno = ENOSYS, -1;
+	/* The child has no userfaultfd registration: device pages of
+	 * anonymous memory come back first, or the child would read zeros. */
+	hmm__anon_evict(0, USER_TOP);
 	/* Every private writable page becomes copy-on-write in the parent:
 	 * devices must drop their write access first, as the kernel makes
 	 * them do in copy_page_range. */

@@ -16,7 +16,9 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/range.c \
 	libhmm/mirror.h \
 	libhmm/mirror.c \
-	libhmm/launch.c
+	libhmm/launch.c \
+	libhmm/migrate.c \
+	libhmm/cpufault.c
 libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 

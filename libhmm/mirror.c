@@ -88,6 +88,9 @@ HMM_EXPORT int hmm_device_destroy(struct hmm_device *dev)
 		return -EBUSY;
 	}
 	pthread_mutex_unlock(&dev->lock);
+	/* Anonymous memory on the device comes back first, as when a
+	 * driver's device memory goes away. */
+	hmm__anon_evict_device(dev);
 	hmm__device_destroy(dev->core);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
@@ -266,10 +269,15 @@ static int fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, bool 
 static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t len, bool write)
 {
 	uint64_t end = va + len, mask;
+	char *bounce;
+	int err = 0;
 
 	if (!m || (!buf && len) || end < va || end > HMM__VA_LIMIT)
 		return -EINVAL;
 	mask = m->page_size - 1;
+	bounce = malloc(m->page_size);
+	if (!bounce)
+		return -ENOMEM;
 	hmm__launch_quiesce_self();
 	while (va < end) {
 		uint64_t page = va & ~mask, pte;
@@ -277,6 +285,11 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 
 		if (chunk > end - va)
 			chunk = (size_t)(end - va);
+		/* The caller's buffer is touched only without the lock, through
+		 * a bounce page: it may itself be memory that faults (anonymous
+		 * memory on a device), and serving that fault invalidates. */
+		if (write)
+			memcpy(bounce, buf, chunk);
 		pthread_mutex_lock(&m->lock);
 		pte = m->pt_ops->lookup(m->pt, va, NULL);
 		if (pte && (!write || (pte & HMM__PTE_WRITE))) {
@@ -284,10 +297,12 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 			char *mem = (char *)(uintptr_t)(hmm__pte_addr(pte) | (va & mask));
 
 			if (write)
-				memcpy(mem, buf, chunk);
+				memcpy(mem, bounce, chunk);
 			else
-				memcpy(buf, mem, chunk);
+				memcpy(bounce, mem, chunk);
 			pthread_mutex_unlock(&m->lock);
+			if (!write)
+				memcpy(buf, bounce, chunk);
 			buf = (char *)buf + chunk;
 			va += chunk;
 			continue;
@@ -296,14 +311,12 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 		/* A device fault: one round for the rest of the access.  A page
 		 * it mapped can still be invalidated before we look again, and
 		 * then we fault again, as a device replays a faulting access. */
-		{
-			int err = hmm__mirror_fault(m, va, end, write);
-
-			if (err)
-				return err;
-		}
+		err = hmm__mirror_fault(m, va, end, write);
+		if (err)
+			break;
 	}
-	return 0;
+	free(bounce);
+	return err;
 }
 
 int hmm__mirror_fault(struct hmm_mirror *m, uint64_t va, uint64_t end, bool write)

@@ -263,4 +263,7 @@ void hmm__invalidate_end(const struct hmm_notifier_range *r)
 		}
 	}
 	pthread_mutex_unlock(&mm.lock);
+	/* Device pages of anonymous memory the change took: every mirror has
+	 * dropped them now. */
+	hmm__anon_reap();
 }

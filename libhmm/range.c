@@ -97,6 +97,7 @@ struct hmm__pm_scan_arg {
 /* Bits of a /proc/self/pagemap word (Documentation/admin-guide/mm/pagemap.rst). */
 #define PM_PRESENT (1ULL << 63)
 #define PM_FILE (1ULL << 61)
+#define PM_SWAP (1ULL << 62)
 #define PM_EXCLUSIVE (1ULL << 56)
 
 /* What the walk knows about one page, from pagemap. */
@@ -105,6 +106,7 @@ struct hmm__pm_scan_arg {
 #define PG_HUGE 0x04 /* inside a PMD-mapped THP or a hugetlb page */
 #define PG_FILE 0x08 /* page cache or shared anonymous (shmem) page */
 #define PG_EXCL 0x10 /* mapped by this process only */
+#define PG_SWAP 0x20 /* swapped out (read only with want_words) */
 
 /* Pages looked at per PAGEMAP_SCAN / pread: one PMD's worth, 4 KiB of words. */
 #define CHUNK 512
@@ -124,6 +126,7 @@ struct vma {
 	uint64_t page_size; /* the mapping's page size (hugetlb), else the base page */
 	bool read, write, shared;
 	bool special;       /* VM_IO / VM_PFNMAP as far as we can tell: no pages */
+	bool file;          /* backed by a file (or shmem): not anonymous */
 };
 
 struct walk {
@@ -138,6 +141,7 @@ struct walk {
 	size_t maps_len, maps_cap;
 	uint64_t fault_addr;  /* where the last fault was, for MAX_FAULT_TRIES */
 	unsigned fault_tries;
+	bool want_words;      /* read pagemap words for every mapping (snapshot) */
 };
 
 /* Mappings that have no struct page behind them: the kernel's VM_IO/VM_PFNMAP. */
@@ -193,13 +197,13 @@ static int vma_parse(struct walk *w, uint64_t addr, struct vma *v)
 		return err;
 	while (line && *line) {
 		char *next = strchr(line, '\n');
-		unsigned long long start, end;
+		unsigned long long start, end, inode = 0;
 		char perms[5];
 		int name_at = 0;
 
 		if (next)
 			*next++ = '\0';
-		if (sscanf(line, "%llx-%llx %4s %*s %*s %*s %n", &start, &end, perms,
+		if (sscanf(line, "%llx-%llx %4s %*s %*s %llu %n", &start, &end, perms, &inode,
 			   &name_at) >= 3 && end > addr) {
 			const char *name = name_at ? line + name_at : "";
 
@@ -210,6 +214,7 @@ static int vma_parse(struct walk *w, uint64_t addr, struct vma *v)
 			v->write = perms[1] == 'w';
 			v->shared = perms[3] == 's';
 			v->special = special_name(name);
+			v->file = inode != 0;
 			return 0;
 		}
 		line = next;
@@ -253,6 +258,7 @@ static int vma_find(struct walk *w, uint64_t addr, struct vma *v)
 	v->write = q.vma_flags & Q_VMA_WRITABLE;
 	v->shared = q.vma_flags & Q_VMA_SHARED;
 	v->special = special_name(name);
+	v->file = q.inode != 0;
 	return 0;
 }
 
@@ -287,7 +293,7 @@ static int pages_read(struct walk *w, const struct vma *v, uint64_t addr, size_t
 		      uint8_t *pg)
 {
 	uint64_t words[CHUNK];
-	bool need_words = !v->shared && v->write;
+	bool need_words = (!v->shared && v->write) || w->want_words;
 	int err;
 
 	memset(pg, 0, n);
@@ -355,26 +361,10 @@ static int pages_read(struct walk *w, const struct vma *v, uint64_t addr, size_t
 		}
 		if ((words[i] & PM_EXCLUSIVE) && (pg[i] & PG_PRESENT))
 			pg[i] |= PG_EXCL;
+		if ((words[i] & PM_SWAP) && !(pg[i] & PG_PRESENT))
+			pg[i] |= PG_SWAP;
 	}
 	return 0;
-}
-
-/*
- * device_private_lookup() - THE PLACE where device-private pages will be
- * looked up, before the CPU page table.  Anonymous memory that libhmm
- * migrated to a device (and that nobody has written since) has no CPU page:
- * its mapping faults, so pagemap shows nothing.  Once migration exists, this
- * finds such a page and sets *out: the device address if the device's owner
- * is range->dev_private_owner, otherwise (another device) it returns false so
- * the page is absent and a requested fault brings it back to host RAM.
- * Return: true if *out is the page's output word.  For now: never.
- */
-static bool device_private_lookup(const struct hmm_range *range, uint64_t addr, uint64_t *out)
-{
-	(void)range;
-	(void)addr;
-	(void)out;
-	return false;
 }
 
 /* log2 of the mapping's size in base pages, for HMM_PFN_ORDER. */
@@ -475,9 +465,18 @@ static int walk_vma(struct walk *w, const struct vma *v, size_t i, size_t j, siz
 
 			if (write && !v->write)
 				return -EPERM;
-			if (device_private_lookup(range, addr, &out)) {
-				range->hmm_pfns[c + k] = out;
-				continue;
+			if (!(pg[k] & PG_PRESENT)) {
+				/* Anonymous memory on a device has no CPU page. */
+				int found = hmm__anon_lookup(range->dev_private_owner, addr, &out);
+
+				if (found < 0)
+					return found;
+				if (found) {
+					if (v->write)
+						out |= HMM_PFN_WRITE;
+					range->hmm_pfns[c + k] = out;
+					continue;
+				}
 			}
 			if ((req && !(pg[k] & PG_PRESENT)) ||
 			    (write && !page_writable(v, pg[k])))
@@ -563,6 +562,36 @@ static int walk_from(struct walk *w, size_t i, size_t *resume)
 	return 0;
 }
 
+/* Set up a walk: /proc/self/maps and pagemap open.  Return: 0, -errno. */
+static int walk_open(struct walk *w, size_t page_size)
+{
+	unsigned force = __atomic_load_n(&fallback_mask, __ATOMIC_RELAXED);
+
+	memset(w, 0, sizeof(*w));
+	w->page_size = page_size;
+	w->page_shift = (unsigned)__builtin_ctzl((unsigned long)page_size);
+	w->no_query = force & 1;
+	w->no_scan = force & 2;
+	w->maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (w->maps_fd < 0)
+		return -errno;
+	w->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (w->pagemap_fd < 0) {
+		int err = -errno;
+
+		close(w->maps_fd);
+		return err;
+	}
+	return 0;
+}
+
+static void walk_close(struct walk *w)
+{
+	free(w->maps_buf);
+	close(w->pagemap_fd);
+	close(w->maps_fd);
+}
+
 /**
  * hmm_range_fault() - fill range->hmm_pfns from the CPU's page table,
  * faulting pages in where the requests ask.
@@ -585,7 +614,6 @@ HMM_EXPORT int hmm_range_fault(struct hmm_range *range)
 {
 	struct walk w;
 	long ps = sysconf(_SC_PAGESIZE);
-	unsigned force;
 	size_t i = 0;
 	int err;
 
@@ -594,21 +622,10 @@ HMM_EXPORT int hmm_range_fault(struct hmm_range *range)
 		return -EINVAL;
 	if (!hmm__interval_covers(range->notifier, range->start, range->end))
 		return -EINVAL;
-	memset(&w, 0, sizeof(w));
+	err = walk_open(&w, (size_t)ps);
+	if (err)
+		return err;
 	w.range = range;
-	w.page_size = (size_t)ps;
-	w.page_shift = (unsigned)__builtin_ctzl((unsigned long)ps);
-	force = __atomic_load_n(&fallback_mask, __ATOMIC_RELAXED);
-	w.no_query = force & 1;
-	w.no_scan = force & 2;
-	w.maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-	if (w.maps_fd < 0)
-		return -errno;
-	w.pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (w.pagemap_fd < 0) {
-		err = -errno;
-		goto out_close_maps;
-	}
 	do {
 		if (hmm_interval_check_retry(range->notifier, range->notifier_seq)) {
 			err = -EBUSY;
@@ -618,9 +635,81 @@ HMM_EXPORT int hmm_range_fault(struct hmm_range *range)
 	} while (err == 1);
 	if (!err && hmm_interval_check_retry(range->notifier, range->notifier_seq))
 		err = -EBUSY;
-	free(w.maps_buf);
-	close(w.pagemap_fd);
-out_close_maps:
-	close(w.maps_fd);
+	walk_close(&w);
+	return err;
+}
+
+/*
+ * hmm__snapshot() - what migration needs to know about the n pages from
+ * start (hmm-internal.h): one byte of HMM__SNAP_* flags per page.
+ * Return: 0, -ENOMEM, or another -errno if /proc/self cannot be read.
+ */
+int hmm__snapshot(uint64_t start, size_t n, uint8_t *out)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	uint64_t end = start + (uint64_t)n * (uint64_t)ps;
+	uint8_t pg[CHUNK];
+	struct walk w;
+	int err = 0;
+
+	memset(out, 0, n);
+	err = walk_open(&w, (size_t)ps);
+	if (err)
+		return err;
+	w.want_words = true;
+	for (uint64_t addr = start; addr < end;) {
+		struct vma v;
+		uint64_t stop;
+
+		err = vma_find(&w, addr, &v);
+		if (err == -ENOENT) {
+			err = 0;
+			break;
+		}
+		if (err)
+			break;
+		if (v.start > addr) {
+			addr = v.start;
+			continue;
+		}
+		stop = v.end < end ? v.end : end;
+		while (addr < stop) {
+			size_t i = (size_t)((addr - start) >> w.page_shift);
+			size_t k = (size_t)((stop - addr) >> w.page_shift);
+			uint8_t base = HMM__SNAP_MAPPED;
+
+			if (k > CHUNK)
+				k = CHUNK;
+			if (v.read)
+				base |= HMM__SNAP_READ;
+			if (v.write)
+				base |= HMM__SNAP_WRITE;
+			if (!v.shared && !v.file && !v.special && v.page_size == w.page_size)
+				base |= HMM__SNAP_ANON;
+			if (v.read && !v.special) {
+				err = pages_read(&w, &v, addr, k, pg);
+				if (err)
+					goto out;
+			} else {
+				memset(pg, 0, k);
+			}
+			for (size_t j = 0; j < k; j++) {
+				uint8_t f = base;
+
+				if (pg[j] & PG_PRESENT)
+					f |= HMM__SNAP_PRESENT;
+				if (pg[j] & PG_ZERO)
+					f |= HMM__SNAP_ZERO;
+				if (pg[j] & PG_EXCL)
+					f |= HMM__SNAP_EXCL;
+				if (pg[j] & PG_SWAP)
+					f |= HMM__SNAP_SWAP;
+				out[i + j] = f;
+			}
+			addr += (uint64_t)k << w.page_shift;
+		}
+	}
+out:
+	walk_close(&w);
 	return err;
 }

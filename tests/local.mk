@@ -37,6 +37,7 @@ CRITERION_TESTS = \
 	tests/test_mirror \
 	tests/test_launch \
 	tests/test_migrate \
+	tests/test_anon_migrate \
 	tests/test_hmmctl
 check_PROGRAMS += $(CRITERION_TESTS)
 TESTS += $(CRITERION_TESTS)
@@ -75,6 +76,10 @@ tests_test_hmmctl_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_invalidate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_mirror_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_launch_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_anon_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_anon_migrate_SOURCES = tests/test_anon_migrate.c
+tests_test_anon_migrate_CFLAGS = $(TESTS_CFLAGS)
+tests_test_anon_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_launch_SOURCES = tests/test_launch.c
 tests_test_launch_CFLAGS = $(TESTS_CFLAGS)
 tests_test_launch_LDADD = $(TESTS_LDADD) libhmm/libhmm.la

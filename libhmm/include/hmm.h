@@ -671,6 +671,158 @@ void hmm_st_f32(struct hmm_kernel *k, float *p, float v);
 void hmm_st_u64(struct hmm_kernel *k, uint64_t *p, uint64_t v);
 void hmm_st_u32(struct hmm_kernel *k, uint32_t *p, uint32_t v);
 
+/*
+ * Migration of anonymous memory, in the kernel's three phases
+ * (migrate_vma_setup, migrate_vma_pages, migrate_vma_finalize).
+ *
+ * Private anonymous memory (malloc, MAP_PRIVATE | MAP_ANONYMOUS) can move
+ * to an embedded device's memory.  Its CPU page is then gone: the next CPU
+ * access faults (served through a userfaultfd) and brings the page back to
+ * host RAM, as the kernel's migrate_to_ram does for device-private pages.
+ * The device that holds a page sees it present through hmm_range_fault()
+ * (dev_private_owner), another device does not (a fault brings it back).
+ *
+ * Each page has one word in src and one in dst.  A word is the address of
+ * the page's memory, divided by the page size and shifted by
+ * HMM_MIGRATE_PFN_SHIFT (hmm_migrate_pfn()), plus flags:
+ * HMM_MIGRATE_PFN_VALID (there is memory), HMM_MIGRATE_PFN_MIGRATE (the
+ * page may move; the only flag a source without memory has: a hole, to be
+ * filled with zeros) and HMM_MIGRATE_PFN_WRITE (the mapping is writable).
+ *
+ * A driver:
+ *   1. hmm_migrate_vma_setup(): the pages that can move are collected and
+ *      locked (a CPU write to them waits; reads go on), and every mirror
+ *      is invalidated (HMM_NOTIFY_MIGRATE with the owner).
+ *   2. For each src word with HMM_MIGRATE_PFN_MIGRATE, allocates a
+ *      destination (hmm_device_page_alloc() when moving to a device; a
+ *      page of its own when moving to host RAM), copies the data
+ *      (hmm_device_dma(); zeros for a hole) and sets dst to
+ *      hmm_migrate_pfn(destination).  A dst word left 0 keeps that page.
+ *   3. hmm_migrate_vma_pages(): the pages move; a page that could not
+ *      (unmapped or cleared meanwhile, no destination) loses
+ *      HMM_MIGRATE_PFN_MIGRATE in src.
+ *   4. hmm_migrate_vma_finalize(): the pages are unlocked, and the memory
+ *      that is no longer used goes back: the old device pages, and the
+ *      device destinations of pages that did not move.  A host RAM
+ *      destination is the caller's to free afterwards (its contents were
+ *      copied into place).
+ * Between setup and finalize the caller must not touch the range itself
+ * (a write would wait for the end of its own migration).
+ */
+#define HMM_MIGRATE_PFN_VALID (1ULL << 0)
+#define HMM_MIGRATE_PFN_MIGRATE (1ULL << 1)
+#define HMM_MIGRATE_PFN_WRITE (1ULL << 3)
+#define HMM_MIGRATE_PFN_SHIFT 6
+
+/** hmm_migrate_pfn() - the word for the page-aligned memory at addr, VALID. */
+static inline uint64_t hmm_migrate_pfn(const void *addr)
+{
+	return (((uint64_t)(uintptr_t)addr >> 12) << HMM_MIGRATE_PFN_SHIFT) | HMM_MIGRATE_PFN_VALID;
+}
+
+/** hmm_migrate_pfn_to_addr() - the memory a VALID word names. */
+static inline void *hmm_migrate_pfn_to_addr(uint64_t mpfn)
+{
+	return (void *)(uintptr_t)((mpfn >> HMM_MIGRATE_PFN_SHIFT) << 12);
+}
+
+/* Which pages setup collects: exactly one of these. */
+#define HMM_MIGRATE_VMA_SELECT_SYSTEM (1u << 0)         /* pages in host RAM */
+#define HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE (1u << 1) /* pages on pgmap_owner */
+
+/**
+ * struct hmm_migrate_vma - the arguments of the three phases.
+ * @start: first byte, page aligned.
+ * @end: one past the last byte, page aligned, greater than start.
+ * @src: (end - start) / page size words; out from setup, updated by pages.
+ * @dst: as many words; set by the caller between setup and pages.
+ * @npages: out: the number of pages of the range.
+ * @cpages: out: the number of pages setup collected.
+ * @pgmap_owner: the device: where SELECT_SYSTEM pages go, or whose pages
+ *	SELECT_DEVICE_PRIVATE collects.
+ * @flags: one HMM_MIGRATE_VMA_SELECT_* value.
+ * @reserved: must be 0.
+ */
+struct hmm_migrate_vma {
+	uint64_t start;
+	uint64_t end;
+	uint64_t *src;
+	uint64_t *dst;
+	uint64_t npages;
+	uint64_t cpages;
+	struct hmm_device *pgmap_owner;
+	uint32_t flags;
+	uint32_t reserved;
+};
+
+/**
+ * hmm_migrate_vma_setup() - collect and lock the pages of the range that
+ * can move.  SELECT_SYSTEM collects pages of private anonymous mappings
+ * that are readable, either present and used by this process alone, or
+ * never touched (holes, and the shared zero page); pages of shared or file
+ * mappings, pages shared with a child after fork(), swapped-out pages and
+ * pages on a device are left (src 0).  SELECT_DEVICE_PRIVATE collects the
+ * pages that are on pgmap_owner.
+ * Context: no driver lock held (it invalidates).
+ * Return: 0 (cpages may be 0); -EINVAL (misaligned or empty range, NULL
+ * src, dst or pgmap_owner, flags not one selector, reserved not 0);
+ * -EOPNOTSUPP (no userfaultfd here); -ENOMEM.
+ */
+int hmm_migrate_vma_setup(struct hmm_migrate_vma *args);
+/** hmm_migrate_vma_pages() - move the collected pages that have a destination. */
+void hmm_migrate_vma_pages(struct hmm_migrate_vma *args);
+/** hmm_migrate_vma_finalize() - unlock the pages and release unused memory. */
+void hmm_migrate_vma_finalize(struct hmm_migrate_vma *args);
+
+/**
+ * hmm_device_page_alloc() - a page of an embedded device's memory, for
+ * migration destinations.  Return: 0; -EINVAL; -ENOSPC (the device is full).
+ */
+int hmm_device_page_alloc(struct hmm_device *dev, void **page);
+/** hmm_device_page_free() - give back a page hmm_device_page_alloc() gave. */
+void hmm_device_page_free(struct hmm_device *dev, void *page);
+/**
+ * hmm_device_dma() - copy len bytes with the device's DMA engines (its
+ * bandwidth and latency apply) and wait for the copy.
+ * Return: 0; -EINVAL; -ENOMEM.
+ */
+int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src, size_t len);
+
+/**
+ * hmm_migrate_to_device() - move the anonymous pages of [start, start +
+ * len) to dev, all three phases with dev's DMA engines.
+ * @moved: if not NULL, the number of pages that moved.
+ * Return: 0; -ENOENT (some pages could not move: shared, file-backed or
+ * unmapped memory, or pages used by another process); -ENOSPC (the device
+ * is full; the pages that fit moved); -EINVAL, -EOPNOTSUPP, -ENOMEM.
+ */
+int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t len, uint64_t *moved);
+/**
+ * hmm_migrate_to_ram() - bring the anonymous pages of [start, start + len)
+ * that are on any device back to host RAM.
+ * Return: 0; -EINVAL; -ENOMEM.
+ */
+int hmm_migrate_to_ram(void *start, size_t len, uint64_t *moved);
+
+/**
+ * struct hmm_device_stats - an embedded device's memory and migrations.
+ * @capacity: bytes of device memory.
+ * @used: bytes in use.
+ * @pages_in: pages migrated to the device.
+ * @pages_out: pages migrated away from it.
+ * @cpu_faults: CPU accesses that brought a page back.
+ */
+struct hmm_device_stats {
+	uint64_t capacity;
+	uint64_t used;
+	uint64_t pages_in;
+	uint64_t pages_out;
+	uint64_t cpu_faults;
+};
+
+/** hmm_device_stats() - read the counters.  Return: 0, -EINVAL. */
+int hmm_device_stats(struct hmm_device *dev, struct hmm_device_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

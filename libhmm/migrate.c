@@ -1,0 +1,808 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * migrate.c - anonymous memory on devices: the three phases of migration
+ * (the kernel's migrate_vma_setup/pages/finalize), the table of pages that
+ * live on a device, and what happens when the CPU or an invalidation
+ * reaches one of them.
+ *
+ * The table maps a page's virtual address to a struct anon_page:
+ *
+ *   state      where the data is                   the CPU page
+ *   ---------  ----------------------------------  ----------------------------
+ *   TO_DEVICE  CPU page, or nowhere (hole)         write-protected; taken away
+ *              (after pages(): dst on the device)  (zapped) by pages()
+ *   DEVICE     mem, on dev                         none: an access faults
+ *   TO_RAM     mem, on dev; being copied back      none; filled by pages()
+ *
+ * A page not in the table is an ordinary page.  The CPU side of each state
+ * is kept by cpufault.c's userfaultfd, which asks hmm__anon_cpu_fault().
+ *
+ * Setup collects pages, then registers them on the userfaultfd and
+ * write-protects the present ones: from then on a CPU write waits and a
+ * CPU read of a hole gets a write-protected zero page, so the data cannot
+ * change behind the driver's copy.  Pages() marks the pages zapped and
+ * throws the CPU pages away with MADV_DONTNEED (a raw system call: it is
+ * ours, not an invalidation of the program's); finalize makes them DEVICE.
+ * Bringing a page back is the same three phases with SELECT_DEVICE_PRIVATE,
+ * pages() placing the copy with UFFDIO_COPY.
+ *
+ * Invalidations.  The table subscribes to the whole address space.  An
+ * unmap or clear (munmap, madvise DONTNEED, ...) over a DEVICE page kills
+ * it: the entry goes, and its device page is freed in hmm__anon_reap(),
+ * called at the end of the invalidation, when every mirror has dropped its
+ * entries for it.  Over a page being migrated it only marks it invalid:
+ * the migration then drops it.  The table's own HMM_NOTIFY_MIGRATE
+ * invalidations are ignored.  fork() and mremap() would lose device pages
+ * (the child has no registration; a moved range loses it), so invalidate.c
+ * brings them back first (hmm__anon_evict), which differs from the kernel,
+ * where device-private pages are shared copy-on-write or moved.
+ *
+ * Lock order: invalidation callbacks (mirror->lock, ...) before anon.lock;
+ * never invalidate under anon.lock.  UFFDIO_COPY and MADV_DONTNEED are done
+ * under anon.lock: an invalidation of the same page then waits for them,
+ * and neither needs anything an invalidation holds.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+#include "mirror.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+enum anon_state {
+	ANON_TO_DEVICE,
+	ANON_DEVICE,
+	ANON_TO_RAM,
+};
+
+struct anon_page {
+	struct hmm_device *dev; /* where it is, or (TO_DEVICE) where it goes */
+	void *mem;              /* its device page (TO_DEVICE: once pages() ran) */
+	uint8_t state;
+	bool zapped;            /* TO_DEVICE: the CPU page is gone */
+	bool committed;         /* pages() moved it; finalize makes it stick */
+	bool invalid;           /* unmapped or cleared while moving */
+	bool present;           /* TO_DEVICE: a CPU page was there (write-protected) */
+	struct anon_page *next_dead;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t settled;          /* a page left TO_DEVICE or TO_RAM */
+	struct hmm__radix pages;         /* va >> 12 -> struct anon_page */
+	uint64_t count;                  /* atomic: entries, for a lockless "none" */
+	struct hmm_interval_notifier *sub;
+	struct anon_page *dead;          /* killed by an invalidation, to free */
+} anon = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.settled = PTHREAD_COND_INITIALIZER,
+};
+
+static uint64_t page_size(void)
+{
+	static uint64_t ps;
+
+	if (!ps)
+		ps = (uint64_t)sysconf(_SC_PAGESIZE);
+	return ps;
+}
+
+/* An all-zero page: the source for holes. */
+static const char *zero_page(void)
+{
+	static char *zero;
+	char *z = __atomic_load_n(&zero, __ATOMIC_ACQUIRE);
+
+	if (!z) {
+		z = mmap(NULL, page_size(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (z == MAP_FAILED)
+			return NULL;
+		/* Touch it: UFFDIO_COPY reads it. */
+		(void)*(volatile char *)z;
+		__atomic_store_n(&zero, z, __ATOMIC_RELEASE);
+	}
+	return z;
+}
+
+static struct anon_page *entry(uint64_t va)
+{
+	return hmm__radix_lookup(&anon.pages, va / page_size());
+}
+
+static void entry_drop(uint64_t va)
+{
+	free(hmm__radix_delete(&anon.pages, va / page_size()));
+	__atomic_sub_fetch(&anon.count, 1, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------ devices' pages */
+
+HMM_EXPORT int hmm_device_page_alloc(struct hmm_device *dev, void **page)
+{
+	bool zeroed;
+	int err;
+
+	if (!dev || !page)
+		return -EINVAL;
+	err = hmm__pool_alloc(&dev->core->pool, page, &zeroed);
+	return err;
+}
+
+HMM_EXPORT void hmm_device_page_free(struct hmm_device *dev, void *page)
+{
+	if (dev && page)
+		hmm__pool_free(&dev->core->pool, page);
+}
+
+HMM_EXPORT int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src, size_t len)
+{
+	struct hmm__dma_copy c = { dst, src, len };
+
+	if (!dev || ((!dst || !src) && len))
+		return -EINVAL;
+	if (!len)
+		return 0;
+	return hmm__dma_copy_sync(dev->core->dma, &c, 1);
+}
+
+HMM_EXPORT int hmm_device_stats(struct hmm_device *dev, struct hmm_device_stats *st)
+{
+	struct hmm__device_counters *c;
+
+	if (!dev || !st)
+		return -EINVAL;
+	c = &dev->core->counters;
+	st->capacity = dev->core->pool.capacity_pages * page_size();
+	st->used = hmm__pool_used(&dev->core->pool) * page_size();
+	st->pages_in = __atomic_load_n(&c->pages_in, __ATOMIC_RELAXED);
+	st->pages_out = __atomic_load_n(&c->pages_out, __ATOMIC_RELAXED);
+	st->cpu_faults = __atomic_load_n(&c->cpu_faults, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* ------------------------------------------------------------ invalidations */
+
+static bool anon_invalidate(struct hmm_interval_notifier *sub,
+			    const struct hmm_notifier_range *r, uint64_t cur_seq)
+{
+	uint64_t index, last;
+	struct anon_page *p;
+
+	(void)sub;
+	(void)cur_seq;
+	/* Ours, or the pages stay where they are (protection changes; fork
+	 * and mremap evict first). */
+	if (r->event != HMM_NOTIFY_UNMAP && r->event != HMM_NOTIFY_CLEAR)
+		return true;
+	if (!__atomic_load_n(&anon.count, __ATOMIC_RELAXED))
+		return true;
+	pthread_mutex_lock(&anon.lock);
+	index = r->start / page_size();
+	last = (r->end - 1) / page_size();
+	while ((p = hmm__radix_next(&anon.pages, &index)) && index <= last) {
+		if (p->state == ANON_DEVICE) {
+			hmm__radix_delete(&anon.pages, index);
+			__atomic_sub_fetch(&anon.count, 1, __ATOMIC_RELAXED);
+			p->next_dead = anon.dead;
+			anon.dead = p;
+		} else {
+			p->invalid = true;
+		}
+		index++;
+	}
+	pthread_mutex_unlock(&anon.lock);
+	return true;
+}
+
+static const struct hmm_interval_notifier_ops anon_ops = { .invalidate = anon_invalidate };
+
+void hmm__anon_reap(void)
+{
+	struct anon_page *p;
+
+	if (!__atomic_load_n(&anon.dead, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&anon.lock);
+	p = anon.dead;
+	anon.dead = NULL;
+	pthread_mutex_unlock(&anon.lock);
+	while (p) {
+		struct anon_page *next = p->next_dead;
+
+		hmm_device_page_free(p->dev, p->mem);
+		free(p);
+		p = next;
+	}
+}
+
+/* In a child after fork(): no registration, no subscription, no devices
+ * running; device pages were brought back before fork() (invalidate.c). */
+static void forget_in_child(void)
+{
+	pthread_mutex_init(&anon.lock, NULL);
+	pthread_cond_init(&anon.settled, NULL);
+	hmm__radix_truncate(&anon.pages, 0, NULL, NULL);
+	anon.count = 0;
+	anon.sub = NULL;
+	anon.dead = NULL;
+}
+
+static pthread_once_t subscribe_once = PTHREAD_ONCE_INIT;
+static int subscribe_err;
+
+static void subscribe(void)
+{
+	subscribe_err = hmm_interval_notifier_insert(0, HMM__VA_LIMIT, &anon_ops, NULL, &anon.sub);
+	if (!subscribe_err)
+		pthread_atfork(NULL, NULL, forget_in_child);
+}
+
+/* --------------------------------------------------------------- the phases */
+
+/* Call fn(start, end) for each run of consecutive pages i with want(i). */
+static int for_runs(const struct hmm_migrate_vma *a, bool (*want)(const struct hmm_migrate_vma *, uint64_t),
+		    int (*fn)(uint64_t start, uint64_t end))
+{
+	uint64_t ps = page_size(), n = a->npages;
+	int err = 0;
+
+	for (uint64_t i = 0; i < n;) {
+		uint64_t j;
+
+		if (!want(a, i)) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < n && want(a, j); j++)
+			;
+		if (fn(a->start + i * ps, a->start + j * ps) && !err)
+			err = -1;
+		i = j;
+	}
+	return err;
+}
+
+static bool collected(const struct hmm_migrate_vma *a, uint64_t i)
+{
+	return a->src[i] & HMM_MIGRATE_PFN_MIGRATE;
+}
+
+static bool collected_present(const struct hmm_migrate_vma *a, uint64_t i)
+{
+	return (a->src[i] & HMM_MIGRATE_PFN_MIGRATE) && (a->src[i] & HMM_MIGRATE_PFN_VALID);
+}
+
+static int protect_run(uint64_t start, uint64_t end)
+{
+	return hmm__cpufault_protect(start, end, true);
+}
+
+static int unprotect_run(uint64_t start, uint64_t end)
+{
+	return hmm__cpufault_protect(start, end, false);
+}
+
+static int wake_run(uint64_t start, uint64_t end)
+{
+	return hmm__cpufault_wake(start, end);
+}
+
+static int zap_run(uint64_t start, uint64_t end)
+{
+	return (int)syscall(SYS_madvise, (void *)(uintptr_t)start, (size_t)(end - start),
+			    MADV_DONTNEED);
+}
+
+static void invalidate_migrate(const struct hmm_migrate_vma *a)
+{
+	struct hmm_notifier_range r = { a->start, a->end, HMM_NOTIFY_MIGRATE, a->pgmap_owner };
+
+	hmm__invalidate_start(&r);
+	hmm__invalidate_end(&r);
+}
+
+/* Forget collected page i (setup could not lock it after all). */
+static void uncollect(struct hmm_migrate_vma *a, uint64_t i)
+{
+	entry_drop(a->start + i * page_size());
+	a->src[i] = 0;
+	a->cpages--;
+}
+
+static int setup_system(struct hmm_migrate_vma *a)
+{
+	uint64_t ps = page_size(), n = a->npages;
+	uint8_t *snap = malloc(n);
+	int err;
+
+	if (!snap)
+		return -ENOMEM;
+	err = hmm__snapshot(a->start, n, snap);
+	if (err)
+		goto out;
+	pthread_mutex_lock(&anon.lock);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t va = a->start + i * ps;
+		uint8_t f = snap[i];
+		bool present = (f & HMM__SNAP_PRESENT) && !(f & HMM__SNAP_ZERO);
+		struct anon_page *p;
+
+		if ((f & (HMM__SNAP_ANON | HMM__SNAP_READ)) != (HMM__SNAP_ANON | HMM__SNAP_READ) ||
+		    (f & HMM__SNAP_SWAP) || (present && !(f & HMM__SNAP_EXCL)) || entry(va))
+			continue;
+		p = calloc(1, sizeof(*p));
+		if (!p || hmm__radix_insert(&anon.pages, va / ps, p)) {
+			free(p);
+			err = -ENOMEM;
+			break;
+		}
+		__atomic_add_fetch(&anon.count, 1, __ATOMIC_RELAXED);
+		p->state = ANON_TO_DEVICE;
+		p->dev = a->pgmap_owner;
+		p->present = present;
+		a->src[i] = HMM_MIGRATE_PFN_MIGRATE | (present ? hmm_migrate_pfn((void *)(uintptr_t)va) : 0) |
+			    (f & HMM__SNAP_WRITE ? HMM_MIGRATE_PFN_WRITE : 0);
+		a->cpages++;
+	}
+	if (err) {
+		for (uint64_t i = 0; i < n; i++)
+			if (collected(a, i))
+				uncollect(a, i);
+		pthread_mutex_unlock(&anon.lock);
+		goto out;
+	}
+	pthread_mutex_unlock(&anon.lock);
+	if (!a->cpages)
+		goto out;
+
+	/* From here on a CPU touch of a hole reaches the monitor. */
+	if (for_runs(a, collected, hmm__cpufault_register)) {
+		/* A run we cannot register (another userfaultfd has it): page
+		 * by page, and give up the pages that fail. */
+		pthread_mutex_lock(&anon.lock);
+		for (uint64_t i = 0; i < n; i++)
+			if (collected(a, i) && hmm__cpufault_register(a->start + i * ps,
+								       a->start + (i + 1) * ps))
+				uncollect(a, i);
+		pthread_mutex_unlock(&anon.lock);
+	}
+	invalidate_migrate(a);
+	for_runs(a, collected, protect_run);
+	/* A hole the CPU filled before the registration is a page now, maybe
+	 * written: it is write-protected by now, and its data must move. */
+	err = hmm__snapshot(a->start, n, snap);
+	if (err) {
+		err = 0; /* the snapshot is only a refinement: keep what we have */
+		memset(snap, 0, n);
+	}
+	pthread_mutex_lock(&anon.lock);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t va = a->start + i * ps;
+
+		if (collected(a, i) && !(a->src[i] & HMM_MIGRATE_PFN_VALID) &&
+		    (snap[i] & HMM__SNAP_PRESENT) && !(snap[i] & HMM__SNAP_ZERO)) {
+			entry(va)->present = true;
+			a->src[i] |= hmm_migrate_pfn((void *)(uintptr_t)va);
+		}
+	}
+	pthread_mutex_unlock(&anon.lock);
+	for_runs(a, collected_present, protect_run);
+out:
+	free(snap);
+	return err;
+}
+
+static void setup_device(struct hmm_migrate_vma *a)
+{
+	uint64_t ps = page_size();
+
+	pthread_mutex_lock(&anon.lock);
+	for (uint64_t i = 0; i < a->npages; i++) {
+		struct anon_page *p = entry(a->start + i * ps);
+
+		if (!p || p->state != ANON_DEVICE || p->dev != a->pgmap_owner)
+			continue;
+		p->state = ANON_TO_RAM;
+		a->src[i] = hmm_migrate_pfn(p->mem) | HMM_MIGRATE_PFN_MIGRATE;
+		a->cpages++;
+	}
+	pthread_mutex_unlock(&anon.lock);
+	/* Mirrors of the device drop their entries for its pages. */
+	if (a->cpages)
+		invalidate_migrate(a);
+}
+
+HMM_EXPORT int hmm_migrate_vma_setup(struct hmm_migrate_vma *a)
+{
+	uint64_t ps = page_size();
+	int err;
+
+	if (!a || !a->src || !a->dst || !a->pgmap_owner || a->reserved ||
+	    a->end <= a->start || (a->start | a->end) & (ps - 1) || a->end > HMM__VA_LIMIT ||
+	    (a->flags != HMM_MIGRATE_VMA_SELECT_SYSTEM &&
+	     a->flags != HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE))
+		return -EINVAL;
+	a->npages = (a->end - a->start) / ps;
+	a->cpages = 0;
+	memset(a->src, 0, a->npages * sizeof(*a->src));
+	memset(a->dst, 0, a->npages * sizeof(*a->dst));
+	pthread_once(&subscribe_once, subscribe);
+	if (subscribe_err)
+		return subscribe_err;
+	err = hmm__cpufault_start();
+	if (err)
+		return err;
+	hmm__launch_quiesce_self();
+	if (a->flags == HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE) {
+		setup_device(a);
+		return 0;
+	}
+	return setup_system(a);
+}
+
+HMM_EXPORT void hmm_migrate_vma_pages(struct hmm_migrate_vma *a)
+{
+	uint64_t ps = page_size();
+	bool any = false;
+
+	if (!a || !a->cpages)
+		return;
+	pthread_mutex_lock(&anon.lock);
+	for (uint64_t i = 0; i < a->npages; i++) {
+		uint64_t va = a->start + i * ps;
+		struct anon_page *p;
+
+		if (!collected(a, i))
+			continue;
+		p = entry(va);
+		if (!p || p->invalid || !(a->dst[i] & HMM_MIGRATE_PFN_VALID)) {
+			a->src[i] &= ~HMM_MIGRATE_PFN_MIGRATE;
+			continue;
+		}
+		if (p->state == ANON_TO_DEVICE) {
+			p->mem = hmm_migrate_pfn_to_addr(a->dst[i]);
+			p->zapped = true;
+			any = true;
+		} else if (hmm__cpufault_fill(va, hmm_migrate_pfn_to_addr(a->dst[i]), ps, false, false)) {
+			/* TO_RAM: the mapping went (it is no longer registered). */
+			a->src[i] &= ~HMM_MIGRATE_PFN_MIGRATE;
+			continue;
+		}
+		p->committed = true;
+	}
+	/* To a device: the CPU pages go (every page still collected is
+	 * committed); a fault on them now waits for finalize. */
+	if (any)
+		for_runs(a, collected, zap_run);
+	pthread_mutex_unlock(&anon.lock);
+}
+
+HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
+{
+	uint64_t ps = page_size(), bytes_in = 0, pages_in = 0, pages_out = 0;
+	struct hmm_device *dev;
+	bool unprotect = false;
+
+	if (!a || !a->cpages)
+		return;
+	dev = a->pgmap_owner;
+	pthread_mutex_lock(&anon.lock);
+	for (uint64_t i = 0; i < a->npages; i++) {
+		uint64_t va = a->start + i * ps;
+		struct anon_page *p = entry(va);
+		void *dst = a->dst[i] & HMM_MIGRATE_PFN_VALID ? hmm_migrate_pfn_to_addr(a->dst[i]) : NULL;
+
+		if (!p || (p->state != ANON_TO_DEVICE && p->state != ANON_TO_RAM) ||
+		    p->dev != dev)
+			continue;
+		if (p->state == ANON_TO_DEVICE) {
+			if (p->committed && !p->invalid) {
+				p->state = ANON_DEVICE;
+				p->committed = p->zapped = p->present = false;
+				pages_in++;
+				continue;
+			}
+			/* Not moved: the device page goes back, the CPU page stays. */
+			if (dst)
+				hmm_device_page_free(dev, dst);
+			if (!p->zapped && p->present)
+				unprotect = true;
+			entry_drop(va);
+			continue;
+		}
+		/* TO_RAM */
+		if (p->committed || p->invalid) {
+			hmm_device_page_free(dev, p->mem);
+			entry_drop(va);
+			if (p->committed)
+				pages_out++;
+			continue;
+		}
+		p->state = ANON_DEVICE;
+	}
+	pthread_cond_broadcast(&anon.settled);
+	pthread_mutex_unlock(&anon.lock);
+	if (a->flags == HMM_MIGRATE_VMA_SELECT_SYSTEM && pages_in) {
+		bytes_in = pages_in * ps;
+		__atomic_add_fetch(&dev->core->counters.pages_in, pages_in, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&dev->core->counters.bytes_in, bytes_in, __ATOMIC_RELAXED);
+	}
+	if (pages_out) {
+		__atomic_add_fetch(&dev->core->counters.pages_out, pages_out, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&dev->core->counters.bytes_out, pages_out * ps, __ATOMIC_RELAXED);
+	}
+	if (unprotect)
+		for_runs(a, collected_present, unprotect_run);
+	/* Pages placed back in host RAM: their faults may go on now. */
+	if (a->flags == HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE && pages_out)
+		for_runs(a, collected, wake_run);
+	hmm__cpufault_kick();
+}
+
+/* ------------------------------------------------------- the simple calls */
+
+static bool on_device(uint64_t va, const struct hmm_device *dev)
+{
+	struct anon_page *p;
+	bool on;
+
+	pthread_mutex_lock(&anon.lock);
+	p = entry(va);
+	on = p && p->state == ANON_DEVICE && p->dev == dev;
+	pthread_mutex_unlock(&anon.lock);
+	return on;
+}
+
+/* Pages per round of the simple calls. */
+#define ROUND_PAGES 512
+
+HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t len,
+				     uint64_t *moved)
+{
+	uint64_t ps = page_size(), va = (uint64_t)(uintptr_t)start, end = va + len;
+	uint64_t src[ROUND_PAGES], dst[ROUND_PAGES], total = 0;
+	int err = 0;
+	bool missed = false, full = false;
+
+	if (moved)
+		*moved = 0;
+	if (!dev || !len || (va | len) & (ps - 1) || end < va)
+		return -EINVAL;
+	for (; va < end && !err; va += ROUND_PAGES * ps) {
+		struct hmm_migrate_vma a = {
+			.start = va,
+			.end = end - va > ROUND_PAGES * ps ? va + ROUND_PAGES * ps : end,
+			.src = src,
+			.dst = dst,
+			.pgmap_owner = dev,
+			.flags = HMM_MIGRATE_VMA_SELECT_SYSTEM,
+		};
+		struct hmm__dma_copy copies[ROUND_PAGES];
+		size_t ncopies = 0;
+
+		err = hmm_migrate_vma_setup(&a);
+		if (err)
+			break;
+		/* Pages already on dev are where they should be. */
+		for (uint64_t i = 0; i < a.npages && !missed; i++)
+			if (!src[i] && !on_device(va + i * ps, dev))
+				missed = true;
+		for (uint64_t i = 0; i < a.npages; i++) {
+			void *page;
+
+			if (!(src[i] & HMM_MIGRATE_PFN_MIGRATE))
+				continue;
+			if (hmm_device_page_alloc(dev, &page)) {
+				full = true;
+				break;
+			}
+			if (src[i] & HMM_MIGRATE_PFN_VALID)
+				copies[ncopies++] = (struct hmm__dma_copy){
+					page, hmm_migrate_pfn_to_addr(src[i]), ps };
+			else
+				memset(page, 0, ps);
+			dst[i] = hmm_migrate_pfn(page);
+		}
+		if (ncopies && hmm__dma_copy_sync(dev->core->dma, copies, ncopies)) {
+			/* Nothing moves; finalize frees the destinations. */
+			err = -ENOMEM;
+			for (uint64_t i = 0; i < a.npages; i++)
+				if (dst[i])
+					hmm_device_page_free(dev, hmm_migrate_pfn_to_addr(dst[i]));
+			memset(dst, 0, a.npages * sizeof(*dst));
+		}
+		hmm_migrate_vma_pages(&a);
+		for (uint64_t i = 0; i < a.npages; i++)
+			if (src[i] & HMM_MIGRATE_PFN_MIGRATE)
+				total++;
+		hmm_migrate_vma_finalize(&a);
+		if (full)
+			break;
+	}
+	if (moved)
+		*moved = total;
+	if (err)
+		return err;
+	return full ? -ENOSPC : missed ? -ENOENT : 0;
+}
+
+/*
+ * Bring back the pages of [start, end) that are on dev, through the three
+ * phases, with a staging buffer.  Return: pages moved, or -ENOMEM.
+ */
+static long to_ram(struct hmm_device *dev, uint64_t start, uint64_t end)
+{
+	uint64_t ps = page_size(), n = (end - start) / ps;
+	uint64_t *src = malloc(n * sizeof(*src)), *dst = malloc(n * sizeof(*dst));
+	char *staging = aligned_alloc(ps, n * ps);
+	struct hmm_migrate_vma a = {
+		.start = start, .end = end, .src = src, .dst = dst,
+		.pgmap_owner = dev, .flags = HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+	};
+	struct hmm__dma_copy *copies = malloc(n * sizeof(*copies));
+	size_t ncopies = 0;
+	long moved = -ENOMEM;
+
+	if (!src || !dst || !staging || !copies || hmm_migrate_vma_setup(&a))
+		goto out;
+	for (uint64_t i = 0; i < n; i++) {
+		if (!(src[i] & HMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		copies[ncopies++] = (struct hmm__dma_copy){ staging + i * ps,
+							    hmm_migrate_pfn_to_addr(src[i]), ps };
+		dst[i] = hmm_migrate_pfn(staging + i * ps);
+	}
+	if (ncopies && hmm__dma_copy_sync(dev->core->dma, copies, ncopies))
+		memset(dst, 0, n * sizeof(*dst));
+	hmm_migrate_vma_pages(&a);
+	moved = 0;
+	for (uint64_t i = 0; i < n; i++)
+		if (src[i] & HMM_MIGRATE_PFN_MIGRATE)
+			moved++;
+	hmm_migrate_vma_finalize(&a);
+out:
+	free(src);
+	free(dst);
+	free(staging);
+	free(copies);
+	return moved;
+}
+
+/* The device of the first DEVICE page in [*va, end), with *va set to it. */
+static struct hmm_device *next_device_page(uint64_t *va, uint64_t end, const void *only)
+{
+	uint64_t index = *va / page_size(), last = (end - 1) / page_size();
+	struct hmm_device *dev = NULL;
+	struct anon_page *p;
+
+	pthread_mutex_lock(&anon.lock);
+	while ((p = hmm__radix_next(&anon.pages, &index)) && index <= last) {
+		if (p->state == ANON_DEVICE && (!only || p->dev == only)) {
+			dev = p->dev;
+			*va = index * page_size();
+			break;
+		}
+		index++;
+	}
+	pthread_mutex_unlock(&anon.lock);
+	return dev;
+}
+
+static long evict(uint64_t start, uint64_t end, const void *only)
+{
+	uint64_t ps = page_size(), va = start;
+	struct hmm_device *dev;
+	long total = 0;
+
+	if (!__atomic_load_n(&anon.count, __ATOMIC_RELAXED))
+		return 0;
+	while (va < end && (dev = next_device_page(&va, end, only))) {
+		uint64_t stop = end - va > ROUND_PAGES * ps ? va + ROUND_PAGES * ps : end;
+		long n = to_ram(dev, va, stop);
+
+		if (n < 0)
+			return n;
+		total += n;
+		va = stop;
+	}
+	return total;
+}
+
+HMM_EXPORT int hmm_migrate_to_ram(void *start, size_t len, uint64_t *moved)
+{
+	uint64_t ps = page_size(), va = (uint64_t)(uintptr_t)start;
+	long n;
+
+	if (moved)
+		*moved = 0;
+	if (!len || (va | len) & (ps - 1) || va + len < va || va + len > HMM__VA_LIMIT)
+		return -EINVAL;
+	n = evict(va, va + len, NULL);
+	if (n < 0)
+		return (int)n;
+	if (moved)
+		*moved = (uint64_t)n;
+	return 0;
+}
+
+void hmm__anon_evict(uint64_t start, uint64_t end)
+{
+	evict(start, end, NULL);
+}
+
+void hmm__anon_evict_device(const void *dev)
+{
+	evict(0, HMM__VA_LIMIT, dev);
+}
+
+/* ------------------------------------------------------ the CPU and devices */
+
+int hmm__anon_lookup(const void *owner, uint64_t va, uint64_t *out)
+{
+	struct anon_page *p;
+	int found = 0;
+
+	if (!__atomic_load_n(&anon.count, __ATOMIC_RELAXED))
+		return 0;
+	pthread_mutex_lock(&anon.lock);
+	p = entry(va);
+	if (p && p->state == ANON_DEVICE) {
+		if (owner && p->dev == owner) {
+			*out = HMM_PFN_VALID | ((uint64_t)(uintptr_t)p->mem >> 12);
+			found = 1;
+		}
+	} else if (p) {
+		/* Being migrated: wait, as the kernel waits on a migration entry. */
+		while ((p = entry(va)) && p->state != ANON_DEVICE)
+			pthread_cond_wait(&anon.settled, &anon.lock);
+		found = -EBUSY;
+	}
+	pthread_mutex_unlock(&anon.lock);
+	return found;
+}
+
+int hmm__anon_cpu_fault(uint64_t va, bool wp)
+{
+	uint64_t ps = page_size();
+	struct anon_page *p;
+	struct hmm_device *dev;
+	int err = 0;
+
+	pthread_mutex_lock(&anon.lock);
+	p = entry(va);
+	if (!p || (p->state == ANON_TO_DEVICE && p->invalid && !wp)) {
+		/* An ordinary page: a hole gets zeros, a protection goes. */
+		if (wp)
+			err = hmm__cpufault_protect(va, va + ps, false);
+		else if (hmm__cpufault_fill(va, zero_page(), ps, false, true) == -EEXIST)
+			hmm__cpufault_wake(va, va + ps);
+		pthread_mutex_unlock(&anon.lock);
+		return err == -ENOMEM ? -EAGAIN : 0;
+	}
+	if (p->state == ANON_TO_DEVICE && !wp && !p->zapped) {
+		/* A hole on its way: reads see zeros, writes wait. */
+		if (hmm__cpufault_fill(va, zero_page(), ps, true, true) == -EEXIST)
+			hmm__cpufault_wake(va, va + ps);
+		pthread_mutex_unlock(&anon.lock);
+		return 0;
+	}
+	if (p->state != ANON_DEVICE) {
+		pthread_mutex_unlock(&anon.lock);
+		return -EAGAIN;
+	}
+	dev = p->dev;
+	pthread_mutex_unlock(&anon.lock);
+	/* migrate_to_ram: the three phases on this page; finalize wakes the
+	 * faulting thread, counted first. */
+	__atomic_add_fetch(&dev->core->counters.cpu_faults, 1, __ATOMIC_RELAXED);
+	if (to_ram(dev, va, va + ps) <= 0)
+		__atomic_sub_fetch(&dev->core->counters.cpu_faults, 1, __ATOMIC_RELAXED);
+	/* Whatever happened (someone else moved it, it went away), the thread
+	 * must not sleep on: it faults again if it must. */
+	hmm__cpufault_wake(va, va + ps);
+	return 0;
+}

@@ -1,0 +1,424 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_anon_migrate.c - anonymous memory migrated to embedded devices,
+ * through the real libhmm.so and a real userfaultfd: the three phases and
+ * their flags, CPU faults that bring pages back with their data, device
+ * access to device-resident pages without a fault-back, another device's
+ * access that brings them back, munmap and madvise freeing device pages,
+ * fork and mremap keeping the data, the kernel's refusals, and writers
+ * racing migrations without losing a write.
+ */
+#define _GNU_SOURCE
+#include <hmm.h>
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PS 4096UL
+#define NPAGES 1024 /* 4 MiB, as the kernel's hmm-tests use */
+
+static struct hmm_device *dev, *dev2;
+static struct hmm_mirror *mir, *mir2;
+
+static void setup(void)
+{
+	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+					 .memory = 16 << 20, .numa_node = -1 };
+
+	cr_assert_eq(hmm_device_create(&cfg, &dev), 0);
+	cr_assert_eq(hmm_device_create(&cfg, &dev2), 0);
+	cr_assert_eq(hmm_mirror_create(dev, &mir), 0);
+	cr_assert_eq(hmm_mirror_create(dev2, &mir2), 0);
+}
+
+static void teardown(void)
+{
+	hmm_mirror_destroy(mir);
+	hmm_mirror_destroy(mir2);
+	cr_assert_eq(hmm_device_destroy(dev), 0);
+	cr_assert_eq(hmm_device_destroy(dev2), 0);
+}
+
+TestSuite(anon, .init = setup, .fini = teardown, .timeout = 120);
+
+static struct hmm_device_stats dstats(struct hmm_device *d)
+{
+	struct hmm_device_stats st;
+
+	cr_assert_eq(hmm_device_stats(d, &st), 0);
+	return st;
+}
+
+static unsigned char *anon_map(size_t npages)
+{
+	unsigned char *p = mmap(NULL, npages * PS, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	return p;
+}
+
+static void fill(unsigned char *p, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		p[i] = (unsigned char)(i * 31 + seed);
+}
+
+static void expect_fill(const unsigned char *p, size_t len, unsigned seed, const char *what)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != (unsigned char)(i * 31 + seed))
+			cr_assert_fail("%s: byte %zu is 0x%02x, not 0x%02x", what, i, p[i],
+				       (unsigned char)(i * 31 + seed));
+}
+
+static void to_device(struct hmm_device *d, void *p, size_t npages, uint64_t want_moved)
+{
+	uint64_t moved = ~0ULL;
+	int rc = hmm_migrate_to_device(d, p, npages * PS, &moved);
+
+	cr_assert_eq(rc, 0, "hmm_migrate_to_device: %s", strerror(-rc));
+	cr_assert_eq(moved, want_moved, "moved %llu pages, not %llu",
+		     (unsigned long long)moved, (unsigned long long)want_moved);
+}
+
+Test(anon, bad_arguments_are_refused_and_change_nothing)
+{
+	unsigned char *p = anon_map(4);
+	uint64_t src[4], dst[4];
+	struct hmm_migrate_vma a = { .start = (uint64_t)(uintptr_t)p,
+				     .end = (uint64_t)(uintptr_t)p + 4 * PS, .src = src, .dst = dst,
+				     .pgmap_owner = dev, .flags = HMM_MIGRATE_VMA_SELECT_SYSTEM };
+	struct hmm_migrate_vma b;
+	uint64_t moved = 7;
+
+	fill(p, 4 * PS, 1);
+	b = a, b.start += 1;
+	cr_assert_eq(hmm_migrate_vma_setup(&b), -EINVAL, "misaligned start");
+	b = a, b.end = b.start;
+	cr_assert_eq(hmm_migrate_vma_setup(&b), -EINVAL, "empty range");
+	b = a, b.src = NULL;
+	cr_assert_eq(hmm_migrate_vma_setup(&b), -EINVAL, "NULL src");
+	b = a, b.pgmap_owner = NULL;
+	cr_assert_eq(hmm_migrate_vma_setup(&b), -EINVAL, "NULL owner");
+	b = a, b.flags = 3;
+	cr_assert_eq(hmm_migrate_vma_setup(&b), -EINVAL, "two selectors");
+	b = a, b.reserved = 1;
+	cr_assert_eq(hmm_migrate_vma_setup(&b), -EINVAL, "reserved");
+	cr_assert_eq(hmm_migrate_vma_setup(NULL), -EINVAL);
+	cr_assert_eq(hmm_migrate_to_device(NULL, p, PS, &moved), -EINVAL);
+	cr_assert_eq(moved, 0);
+	cr_assert_eq(hmm_migrate_to_device(dev, p + 1, PS, NULL), -EINVAL);
+	cr_assert_eq(hmm_migrate_to_device(dev, p, 0, NULL), -EINVAL);
+	cr_assert_eq(hmm_migrate_to_ram(p, PS + 1, NULL), -EINVAL);
+	cr_assert_eq(hmm_device_stats(NULL, NULL), -EINVAL);
+	cr_assert_eq(dstats(dev).used, 0);
+	expect_fill(p, 4 * PS, 1, "after refused calls");
+	munmap(p, 4 * PS);
+}
+
+Test(anon, pages_move_to_the_device_and_a_cpu_read_brings_each_back)
+{
+	unsigned char *p = anon_map(NPAGES);
+
+	fill(p, NPAGES * PS, 2);
+	to_device(dev, p, NPAGES, NPAGES);
+	cr_assert_eq(dstats(dev).used, NPAGES * PS);
+	cr_assert_eq(dstats(dev).pages_in, NPAGES);
+	cr_assert_eq(dstats(dev).cpu_faults, 0);
+	/* The CPU reads: every page faults back with its data. */
+	expect_fill(p, NPAGES * PS, 2, "after the round trip");
+	cr_assert_eq(dstats(dev).cpu_faults, NPAGES);
+	cr_assert_eq(dstats(dev).pages_out, NPAGES);
+	cr_assert_eq(dstats(dev).used, 0);
+	munmap(p, NPAGES * PS);
+}
+
+Test(anon, the_owner_device_reads_and_writes_its_pages_without_bringing_them_back)
+{
+	unsigned char *p = anon_map(64), *buf = malloc(64 * PS);
+
+	fill(p, 64 * PS, 3);
+	to_device(dev, p, 64, 64);
+	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)p, buf, 64 * PS), 0);
+	expect_fill(buf, 64 * PS, 3, "the device's read of its own pages");
+	fill(buf, 64 * PS, 4);
+	cr_assert_eq(hmm_mirror_write(mir, (uint64_t)(uintptr_t)p, buf, 64 * PS), 0);
+	cr_assert_eq(dstats(dev).cpu_faults, 0, "no page came back for the owner");
+	cr_assert_eq(dstats(dev).used, 64 * PS);
+	/* The CPU then sees what the device wrote. */
+	expect_fill(p, 64 * PS, 4, "the CPU's read of the device's write");
+	cr_assert_eq(dstats(dev).used, 0);
+	free(buf);
+	munmap(p, 64 * PS);
+}
+
+Test(anon, another_device_reading_brings_the_pages_back_first)
+{
+	unsigned char *p = anon_map(32), *buf = malloc(32 * PS);
+
+	fill(p, 32 * PS, 5);
+	to_device(dev, p, 32, 32);
+	cr_assert_eq(hmm_mirror_read(mir2, (uint64_t)(uintptr_t)p, buf, 32 * PS), 0);
+	expect_fill(buf, 32 * PS, 5, "the other device's read");
+	cr_assert_eq(dstats(dev).used, 0, "the pages came back to host RAM");
+	cr_assert_eq(dstats(dev).pages_out, 32);
+	/* And to the second device from there. */
+	to_device(dev2, p, 32, 32);
+	expect_fill(p, 32 * PS, 5, "after moving to the second device");
+	free(buf);
+	munmap(p, 32 * PS);
+}
+
+Test(anon, holes_migrate_read_zero_and_take_writes)
+{
+	unsigned char *p = anon_map(16);
+
+	to_device(dev, p, 16, 16);
+	cr_assert_eq(dstats(dev).used, 16 * PS);
+	for (size_t i = 0; i < 16 * PS; i++)
+		cr_assert_eq(p[i], 0, "byte %zu of a migrated hole", i);
+	p[5 * PS + 7] = 0x42;
+	cr_assert_eq(p[5 * PS + 7], 0x42);
+	munmap(p, 16 * PS);
+}
+
+Test(anon, a_cpu_write_brings_the_page_back_with_the_other_bytes_intact)
+{
+	unsigned char *p = anon_map(4);
+
+	fill(p, 4 * PS, 6);
+	to_device(dev, p, 4, 4);
+	p[PS + 100] = 0xee;
+	cr_assert_eq(dstats(dev).cpu_faults, 1);
+	cr_assert_eq(p[PS + 100], 0xee);
+	p[PS + 100] = (unsigned char)((PS + 100) * 31 + 6);
+	expect_fill(p, 4 * PS, 6, "after the write");
+	munmap(p, 4 * PS);
+}
+
+Test(anon, munmap_and_madvise_dontneed_free_the_device_pages)
+{
+	unsigned char *p = anon_map(64);
+
+	fill(p, 64 * PS, 7);
+	to_device(dev, p, 64, 64);
+	cr_assert_eq(madvise(p, 16 * PS, MADV_DONTNEED), 0);
+	cr_assert_eq(dstats(dev).used, 48 * PS, "DONTNEED freed 16 pages");
+	for (size_t i = 0; i < 16 * PS; i++)
+		cr_assert_eq(p[i], 0, "byte %zu after DONTNEED reads zero", i);
+	cr_assert_eq(dstats(dev).cpu_faults, 0, "cleared pages do not come back");
+	cr_assert_eq(munmap(p + 16 * PS, 48 * PS), 0);
+	cr_assert_eq(dstats(dev).used, 0, "munmap freed the rest");
+	munmap(p, 16 * PS);
+}
+
+Test(anon, fork_gives_both_sides_the_data)
+{
+	unsigned char *p = anon_map(64);
+	pid_t pid;
+	int status;
+
+	fill(p, 64 * PS, 8);
+	to_device(dev, p, 64, 64);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		for (size_t i = 0; i < 64 * PS; i++)
+			if (p[i] != (unsigned char)(i * 31 + 8))
+				_exit(1);
+		memset(p, 0x11, 64 * PS);
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child read the data");
+	expect_fill(p, 64 * PS, 8, "the parent after the child wrote");
+	munmap(p, 64 * PS);
+}
+
+Test(anon, mremap_moves_the_data_with_the_range)
+{
+	unsigned char *p = anon_map(32), *q;
+
+	fill(p, 32 * PS, 9);
+	to_device(dev, p, 32, 32);
+	q = mremap(p, 32 * PS, 64 * PS, MREMAP_MAYMOVE);
+	cr_assert_neq(q, MAP_FAILED);
+	expect_fill(q, 32 * PS, 9, "after mremap");
+	munmap(q, 64 * PS);
+}
+
+Test(anon, shared_and_file_memory_is_refused_with_enoent)
+{
+	unsigned char *s = mmap(NULL, 8 * PS, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+				-1, 0);
+	uint64_t moved = 9;
+
+	cr_assert_neq(s, MAP_FAILED);
+	fill(s, 8 * PS, 10);
+	cr_assert_eq(hmm_migrate_to_device(dev, s, 8 * PS, &moved), -ENOENT);
+	cr_assert_eq(moved, 0);
+	cr_assert_eq(dstats(dev).used, 0);
+	expect_fill(s, 8 * PS, 10, "shared memory left alone");
+	munmap(s, 8 * PS);
+}
+
+Test(anon, the_three_phases_report_flags_and_keep_pages_without_a_destination)
+{
+	unsigned char *p = anon_map(8);
+	uint64_t src[8], dst[8];
+	struct hmm_migrate_vma a = { .start = (uint64_t)(uintptr_t)p,
+				     .end = (uint64_t)(uintptr_t)p + 8 * PS, .src = src, .dst = dst,
+				     .pgmap_owner = dev, .flags = HMM_MIGRATE_VMA_SELECT_SYSTEM };
+
+	fill(p, 4 * PS, 11); /* pages 4..7 stay holes */
+	cr_assert_eq(mprotect(p + 6 * PS, 2 * PS, PROT_READ), 0);
+	cr_assert_eq(hmm_migrate_vma_setup(&a), 0);
+	cr_assert_eq(a.npages, 8);
+	cr_assert_eq(a.cpages, 8);
+	for (int i = 0; i < 8; i++) {
+		cr_assert(src[i] & HMM_MIGRATE_PFN_MIGRATE, "page %d collected", i);
+		cr_assert_eq(!!(src[i] & HMM_MIGRATE_PFN_VALID), i < 4, "page %d VALID", i);
+		cr_assert_eq(!!(src[i] & HMM_MIGRATE_PFN_WRITE), i < 6, "page %d WRITE", i);
+		if (i < 4)
+			cr_assert_eq(hmm_migrate_pfn_to_addr(src[i]), p + i * PS);
+	}
+	/* Pages 0 and 4 get a destination; the others stay. */
+	for (int i = 0; i < 8; i += 4) {
+		void *page;
+
+		cr_assert_eq(hmm_device_page_alloc(dev, &page), 0);
+		if (src[i] & HMM_MIGRATE_PFN_VALID)
+			cr_assert_eq(hmm_device_dma(dev, page, hmm_migrate_pfn_to_addr(src[i]), PS), 0);
+		else
+			memset(page, 0, PS);
+		dst[i] = hmm_migrate_pfn(page);
+	}
+	hmm_migrate_vma_pages(&a);
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(!!(src[i] & HMM_MIGRATE_PFN_MIGRATE), i % 4 == 0,
+			     "page %d MIGRATE after pages", i);
+	hmm_migrate_vma_finalize(&a);
+	cr_assert_eq(dstats(dev).used, 2 * PS);
+	/* The pages that stayed are writable at once. */
+	p[PS] = 0x77;
+	p[5 * PS] = 0x78;
+	cr_assert_eq(dstats(dev).cpu_faults, 0);
+	p[PS] = (unsigned char)(PS * 31 + 11);
+	expect_fill(p, 4 * PS, 11, "pages 0 to 3");
+	cr_assert_eq(dstats(dev).cpu_faults, 1, "page 0 came back");
+	munmap(p, 8 * PS);
+}
+
+Test(anon, migrate_to_ram_and_device_destroy_bring_pages_back)
+{
+	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+					 .memory = 1 << 20, .numa_node = -1 };
+	struct hmm_device *d3;
+	unsigned char *p = anon_map(32);
+	uint64_t moved;
+
+	fill(p, 32 * PS, 12);
+	to_device(dev, p, 16, 16);
+	cr_assert_eq(hmm_migrate_to_ram(p, 32 * PS, &moved), 0);
+	cr_assert_eq(moved, 16);
+	cr_assert_eq(dstats(dev).used, 0);
+	cr_assert_eq(hmm_device_create(&cfg, &d3), 0);
+	to_device(d3, p, 32, 32);
+	cr_assert_eq(hmm_device_destroy(d3), 0);
+	expect_fill(p, 32 * PS, 12, "after the device went away");
+	munmap(p, 32 * PS);
+}
+
+Test(anon, a_full_device_moves_what_fits_and_says_enospc)
+{
+	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+					 .memory = 8 * PS, .numa_node = -1 };
+	struct hmm_device *small;
+	unsigned char *p = anon_map(16);
+	uint64_t moved;
+
+	fill(p, 16 * PS, 13);
+	cr_assert_eq(hmm_device_create(&cfg, &small), 0);
+	cr_assert_eq(hmm_migrate_to_device(small, p, 16 * PS, &moved), -ENOSPC);
+	cr_assert_eq(moved, 8);
+	p[15 * PS] = (unsigned char)(15 * PS * 31 + 13); /* still writable */
+	expect_fill(p, 16 * PS, 13, "after ENOSPC");
+	cr_assert_eq(hmm_device_destroy(small), 0);
+	munmap(p, 16 * PS);
+}
+
+/* -- writers racing migrations */
+
+#define RACE_PAGES 64
+#define RACE_ROUNDS 200
+
+struct race {
+	uint64_t *mem;       /* one counter per page */
+	int stop;
+	uint64_t writes[RACE_PAGES];
+};
+
+static void *race_writer(void *arg)
+{
+	struct race *r = arg;
+	unsigned i = 0;
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+		unsigned pg = (i * 7) % RACE_PAGES;
+
+		r->mem[pg * (PS / 8)]++;
+		r->writes[pg]++;
+		i++;
+	}
+	return NULL;
+}
+
+Test(anon, a_writer_racing_migrations_to_two_devices_loses_no_write)
+{
+	struct race *r = calloc(1, sizeof(*r));
+	pthread_t t;
+
+	r->mem = (uint64_t *)anon_map(RACE_PAGES);
+	memset(r->mem, 0, RACE_PAGES * PS);
+	cr_assert_eq(pthread_create(&t, NULL, race_writer, r), 0);
+	for (int i = 0; i < RACE_ROUNDS; i++) {
+		uint64_t moved;
+		int rc = hmm_migrate_to_device(i % 2 ? dev : dev2, r->mem, RACE_PAGES * PS, &moved);
+
+		cr_assert(rc == 0 || rc == -ENOENT, "round %d: %s", i, strerror(-rc));
+	}
+	__atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	for (int pg = 0; pg < RACE_PAGES; pg++)
+		cr_assert_eq(r->mem[pg * (PS / 8)], r->writes[pg], "page %d: %llu, wrote %llu", pg,
+			     (unsigned long long)r->mem[pg * (PS / 8)],
+			     (unsigned long long)r->writes[pg]);
+	cr_assert_gt(dstats(dev).cpu_faults + dstats(dev2).cpu_faults, 0);
+	munmap(r->mem, RACE_PAGES * PS);
+	free(r);
+}
+
+Test(anon, a_device_access_whose_buffer_is_on_a_device_completes)
+{
+	unsigned char *p = anon_map(8), *buf = anon_map(8);
+
+	fill(p, 8 * PS, 14);
+	to_device(dev, buf, 8, 8);
+	/* The mirror copies into a buffer that must fault back meanwhile. */
+	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)p, buf, 8 * PS), 0);
+	expect_fill(buf, 8 * PS, 14, "the buffer on the device");
+	fill(buf, 8 * PS, 15);
+	to_device(dev, buf, 8, 8);
+	cr_assert_eq(hmm_mirror_write(mir, (uint64_t)(uintptr_t)p, buf, 8 * PS), 0);
+	expect_fill(p, 8 * PS, 15, "written from a buffer on the device");
+	munmap(p, 8 * PS);
+	munmap(buf, 8 * PS);
+}
