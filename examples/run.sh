@@ -31,4 +31,10 @@ expect mirror_invalidate \
 	"device read of a dropped page: ok, first byte 0x00 (the CPU sees 0x00)" \
 	"device write to a read-only page: EPERM" \
 	"device read of an unmapped page: EFAULT"
+expect migrate_fault_back \
+	"moved 256 pages to dev0" \
+	"after a kernel on dev0:            dev0 holds 256 pages, dev1   0; pages back from dev0:   0, CPU faults:   0" \
+	"after dev1 read 16 pages:          dev0 holds 240 pages, dev1   0; pages back from dev0:  16, CPU faults:  16" \
+	"after the CPU read everything:     dev0 holds   0 pages, dev1   0; pages back from dev0: 256, CPU faults: 256" \
+	"x[i] == 2 * i for all 131072 doubles: ok"
 exit $fail

@@ -444,35 +444,69 @@ HMM_EXPORT int hmm_migrate_vma_setup(struct hmm_migrate_vma *a)
 	return setup_system(a);
 }
 
-HMM_EXPORT void hmm_migrate_vma_pages(struct hmm_migrate_vma *a)
+/*
+ * Back to host RAM: place pages [i, j) of a (all collected, valid, with
+ * destinations) from their buffers, with one UFFDIO_COPY where the buffers
+ * follow each other, else page by page.  A page that cannot be placed (its
+ * mapping went) loses MIGRATE.  Context: anon.lock held.
+ */
+static void place_run(struct hmm_migrate_vma *a, uint64_t i, uint64_t j)
 {
 	uint64_t ps = page_size();
+	char *first = hmm_migrate_pfn_to_addr(a->dst[i]);
+	bool contiguous = true;
+
+	for (uint64_t k = i + 1; k < j && contiguous; k++)
+		contiguous = hmm_migrate_pfn_to_addr(a->dst[k]) == first + (k - i) * ps;
+	if (contiguous && !hmm__cpufault_fill(a->start + i * ps, first, (j - i) * ps, false, false))
+		return;
+	for (uint64_t k = i; k < j; k++) {
+		uint64_t va = a->start + k * ps;
+
+		/* After a partial run, the pages it placed answer EEXIST. */
+		int err = hmm__cpufault_fill(va, hmm_migrate_pfn_to_addr(a->dst[k]), ps, false, false);
+
+		if (err && err != -EEXIST) {
+			a->src[k] &= ~HMM_MIGRATE_PFN_MIGRATE;
+			entry(va)->committed = false;
+		}
+	}
+}
+
+HMM_EXPORT void hmm_migrate_vma_pages(struct hmm_migrate_vma *a)
+{
+	uint64_t ps = page_size(), run = UINT64_MAX;
 	bool any = false;
 
 	if (!a || !a->cpages)
 		return;
 	pthread_mutex_lock(&anon.lock);
-	for (uint64_t i = 0; i < a->npages; i++) {
+	for (uint64_t i = 0; i <= a->npages; i++) {
 		uint64_t va = a->start + i * ps;
-		struct anon_page *p;
+		struct anon_page *p = NULL;
+		bool ok = false;
 
-		if (!collected(a, i))
-			continue;
-		p = entry(va);
-		if (!p || p->invalid || !(a->dst[i] & HMM_MIGRATE_PFN_VALID)) {
-			a->src[i] &= ~HMM_MIGRATE_PFN_MIGRATE;
-			continue;
+		if (i < a->npages && collected(a, i)) {
+			p = entry(va);
+			ok = p && !p->invalid && (a->dst[i] & HMM_MIGRATE_PFN_VALID);
+			if (!ok)
+				a->src[i] &= ~HMM_MIGRATE_PFN_MIGRATE;
 		}
-		if (p->state == ANON_TO_DEVICE) {
+		if (ok && p->state == ANON_TO_DEVICE) {
 			p->mem = hmm_migrate_pfn_to_addr(a->dst[i]);
 			p->zapped = true;
 			any = true;
-		} else if (hmm__cpufault_fill(va, hmm_migrate_pfn_to_addr(a->dst[i]), ps, false, false)) {
-			/* TO_RAM: the mapping went (it is no longer registered). */
-			a->src[i] &= ~HMM_MIGRATE_PFN_MIGRATE;
-			continue;
 		}
-		p->committed = true;
+		if (ok)
+			p->committed = true;
+		/* TO_RAM pages are placed in runs. */
+		if (ok && p->state == ANON_TO_RAM) {
+			if (run == UINT64_MAX)
+				run = i;
+		} else if (run != UINT64_MAX) {
+			place_run(a, run, i);
+			run = UINT64_MAX;
+		}
 	}
 	/* To a device: the CPU pages go (every page still collected is
 	 * committed); a fault on them now waits for finalize. */
@@ -516,10 +550,10 @@ HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
 		}
 		/* TO_RAM */
 		if (p->committed || p->invalid) {
-			hmm_device_page_free(dev, p->mem);
-			entry_drop(va);
 			if (p->committed)
 				pages_out++;
+			hmm_device_page_free(dev, p->mem);
+			entry_drop(va);
 			continue;
 		}
 		p->state = ANON_DEVICE;

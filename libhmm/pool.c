@@ -18,7 +18,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+/*
+ * A pool's own memory is no program's: changing it must not go through
+ * libhmm.so's interposed munmap and madvise (invalidate.c), whose
+ * invalidations would call back into drivers while the caller holds locks
+ * (migrate.c frees device pages under its table lock).  Raw system calls.
+ */
+static int pool_munmap(void *addr, size_t len)
+{
+	return (int)syscall(SYS_munmap, addr, len);
+}
+
+static int pool_madvise(void *addr, size_t len, int advice)
+{
+	return (int)syscall(SYS_madvise, addr, len, advice);
+}
 
 #define POOL_MIN_CHUNK (2u << 20)
 /* Empty chunks kept mapped for reuse, so freeing and refilling a file does
@@ -101,20 +118,20 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p)
 	}
 	base = (char *)(((uintptr_t)raw + size - 1) & ~(uintptr_t)(size - 1));
 	if (base > raw)
-		munmap(raw, (size_t)(base - raw));
+		pool_munmap(raw, (size_t)(base - raw));
 	if (base + size < raw + 2 * size)
-		munmap(base + size, (size_t)(raw + 2 * size - (base + size)));
+		pool_munmap(base + size, (size_t)(raw + 2 * size - (base + size)));
 	if (p->numa_node >= 0 && numa_available() >= 0)
 		numa_tonode_memory(base, size, p->numa_node);
 	/* Fault the whole chunk in at once, as huge pages where the kernel
 	 * allows, rather than a page at a time in whoever first writes to it
 	 * (MADV_POPULATE_WRITE is a no-op before Linux 5.14). */
-	madvise(base, size, MADV_HUGEPAGE);
-	madvise(base, size, MADV_POPULATE_WRITE);
+	pool_madvise(base, size, MADV_HUGEPAGE);
+	pool_madvise(base, size, MADV_POPULATE_WRITE);
 	c->base = base;
 	c->nfresh = size / p->page_size;
 	if (hmm__radix_insert(&p->chunks, (uintptr_t)base >> p->chunk_shift, c) < 0) {
-		munmap(base, size);
+		pool_munmap(base, size);
 		free(c);
 		return NULL;
 	}
@@ -184,7 +201,7 @@ static void put_locked(struct hmm__pool *p, struct hmm__chunk *c, void *page)
 		if (p->nempty * p->chunk_size >= POOL_SPARE_BYTES) {
 			/* Beyond the spare chunks: give the memory back, keep the
 			 * mapping.  The free list lived in that memory: start over. */
-			madvise(c->base, p->chunk_size, MADV_FREE);
+			pool_madvise(c->base, p->chunk_size, MADV_FREE);
 			c->released = true;
 			c->free = NULL;
 			c->nfree = 0;
@@ -266,7 +283,7 @@ static void unmap_one(void *item, void *arg)
 	struct hmm__pool *p = arg;
 	struct hmm__chunk *c = item;
 
-	munmap(c->base, p->chunk_size);
+	pool_munmap(c->base, p->chunk_size);
 	free(c);
 }
 

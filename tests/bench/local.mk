@@ -8,8 +8,10 @@
 # bench_device then prints the device-memory table (issue 3) on extra hmmfs
 # mounts with devices; BENCH_DEVICE_FLAGS passes options to it.
 # bench_kernel prints the device-kernel table (issue 4); it needs no mount.
+# bench_anon prints the table of anonymous memory migration (issue 4): the
+# migrations against memcpy, CPU faults against a bare userfaultfd.
 noinst_PROGRAMS += tests/bench/fuse_min tests/bench/bench tests/bench/bench_device \
-	tests/bench/bench_kernel
+	tests/bench/bench_kernel tests/bench/bench_anon
 
 tests_bench_fuse_min_SOURCES = tests/bench/fuse_min.c
 tests_bench_fuse_min_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)
@@ -27,11 +29,17 @@ tests_bench_bench_kernel_SOURCES = tests/bench/bench_kernel.c tests/bench/bench_
 tests_bench_bench_kernel_LDADD = libhmm/libhmm.la
 tests_bench_bench_kernel_LDFLAGS = $(AM_LDFLAGS) -no-install
 
+tests_bench_bench_anon_SOURCES = tests/bench/bench_anon.c tests/bench/bench_common.c \
+	tests/bench/bench_common.h
+tests_bench_bench_anon_LDADD = libhmm/libhmm.la
+tests_bench_bench_anon_LDFLAGS = $(AM_LDFLAGS) -no-install
+
 EXTRA_DIST += tests/bench/run.sh
 
 .PHONY: bench
 bench: hmmfs/hmmfs$(EXEEXT) tests/bench/fuse_min$(EXEEXT) tests/bench/bench$(EXEEXT) \
-		tests/bench/bench_device$(EXEEXT) tests/bench/bench_kernel$(EXEEXT)
+		tests/bench/bench_device$(EXEEXT) tests/bench/bench_kernel$(EXEEXT) \
+		tests/bench/bench_anon$(EXEEXT)
 	BENCH_DEVICE_BIN=$(abs_top_builddir)/tests/bench/bench_device$(EXEEXT) \
 	BENCH_DEVICE_FLAGS='$(BENCH_DEVICE_FLAGS)' \
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh \
@@ -39,3 +47,4 @@ bench: hmmfs/hmmfs$(EXEEXT) tests/bench/fuse_min$(EXEEXT) tests/bench/bench$(EXE
 		$(abs_top_builddir)/tests/bench/fuse_min$(EXEEXT) \
 		$(abs_top_builddir)/tests/bench/bench$(EXEEXT) $(BENCH_FLAGS)
 	tests/bench/bench_kernel$(EXEEXT) $(BENCH_KERNEL_FLAGS)
+	tests/bench/bench_anon$(EXEEXT) $(BENCH_ANON_FLAGS)
