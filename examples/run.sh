@@ -37,4 +37,6 @@ expect migrate_fault_back \
 	"after dev1 read 16 pages:          dev0 holds 240 pages, dev1   0; pages back from dev0:  16, CPU faults:  16" \
 	"after the CPU read everything:     dev0 holds   0 pages, dev1   0; pages back from dev0: 256, CPU faults: 256" \
 	"x[i] == 2 * i for all 131072 doubles: ok"
+expect exclusive_atomics "counter = 10000 device adds + 10000 CPU adds = 20000: ok" \
+	"the device took the page"
 exit $fail

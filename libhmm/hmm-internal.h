@@ -414,6 +414,19 @@ void hmm__anon_evict(uint64_t start, uint64_t end);
 void hmm__anon_evict_device(const void *dev);
 /* Free device pages whose range an invalidation took (from hmm__invalidate_end). */
 void hmm__anon_reap(void);
+/*
+ * hmm__anon_make_exclusive() - give owner exclusive access to the pages of
+ * [start, end) (page aligned): their data moves to host pages only owner
+ * maps, and a CPU access faults and puts it back (HMM_NOTIFY_EXCLUSIVE).
+ * Context: no libhmm lock held.
+ * Return: 0; -EFAULT (a page that is not private anonymous writable memory
+ * used by this process alone, or unmapped meanwhile); -EBUSY (a page is
+ * being migrated, on a device, or exclusive to another device); -ENOMEM;
+ * -EOPNOTSUPP.
+ */
+int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t end);
+/* The host page holding va's data while it is exclusive to owner, or NULL. */
+void *hmm__anon_exclusive_mem(const void *owner, uint64_t va);
 
 /* ------------------------------------------------------------------------
  * cpufault.c - the userfaultfd that serves CPU faults on anonymous memory

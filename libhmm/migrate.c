@@ -13,6 +13,8 @@
  *              (after pages(): dst on the device)  (zapped) by pages()
  *   DEVICE     mem, on dev                         none: an access faults
  *   TO_RAM     mem, on dev; being copied back      none; filled by pages()
+ *   EXCLUSIVE  mem, host memory that dev alone      none: an access faults and
+ *              uses (for atomics)                  puts the page back
  *
  * A page not in the table is an ordinary page.  The CPU side of each state
  * is kept by cpufault.c's userfaultfd, which asks hmm__anon_cpu_fault().
@@ -57,6 +59,7 @@ enum anon_state {
 	ANON_TO_DEVICE,
 	ANON_DEVICE,
 	ANON_TO_RAM,
+	ANON_EXCLUSIVE,
 };
 
 struct anon_page {
@@ -67,6 +70,7 @@ struct anon_page {
 	bool committed;         /* pages() moved it; finalize makes it stick */
 	bool invalid;           /* unmapped or cleared while moving */
 	bool present;           /* TO_DEVICE: a CPU page was there (write-protected) */
+	bool host;              /* mem is host memory (exclusive access), not the device's */
 	struct anon_page *next_dead;
 };
 
@@ -184,7 +188,7 @@ static bool anon_invalidate(struct hmm_interval_notifier *sub,
 	index = r->start / page_size();
 	last = (r->end - 1) / page_size();
 	while ((p = hmm__radix_next(&anon.pages, &index)) && index <= last) {
-		if (p->state == ANON_DEVICE) {
+		if (p->state == ANON_DEVICE || p->state == ANON_EXCLUSIVE) {
 			hmm__radix_delete(&anon.pages, index);
 			__atomic_sub_fetch(&anon.count, 1, __ATOMIC_RELAXED);
 			p->next_dead = anon.dead;
@@ -213,7 +217,10 @@ void hmm__anon_reap(void)
 	while (p) {
 		struct anon_page *next = p->next_dead;
 
-		hmm_device_page_free(p->dev, p->mem);
+		if (p->host)
+			free(p->mem);
+		else
+			hmm_device_page_free(p->dev, p->mem);
 		free(p);
 		p = next;
 	}
@@ -577,6 +584,218 @@ HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
 	hmm__cpufault_kick();
 }
 
+/* ------------------------------------------------------- exclusive access */
+
+/*
+ * The kernel's make_device_exclusive replaces the CPU's entry of a page
+ * with one that faults on any CPU access, so that a device can do atomics
+ * on the page while the CPU cannot see a half-done one; the fault puts the
+ * CPU's entry back (after telling the devices, HMM_NOTIFY_EXCLUSIVE with no
+ * owner).  Here the page's data moves to a host page that only the device
+ * maps, and the CPU page goes, through the same userfaultfd as migration:
+ * a CPU access faults and restore_exclusive() places the data back.
+ */
+
+/* Put an EXCLUSIVE page back in the CPU's hands. */
+static void restore_exclusive(uint64_t va)
+{
+	uint64_t ps = page_size();
+	struct hmm_notifier_range r = { va, va + ps, HMM_NOTIFY_EXCLUSIVE, NULL };
+	struct anon_page *p;
+
+	pthread_mutex_lock(&anon.lock);
+	p = entry(va);
+	if (!p || p->state != ANON_EXCLUSIVE) {
+		pthread_mutex_unlock(&anon.lock);
+		return;
+	}
+	p->state = ANON_TO_RAM; /* faults on it wait */
+	pthread_mutex_unlock(&anon.lock);
+	/* The device stops using its copy first. */
+	hmm__invalidate_start(&r);
+	hmm__invalidate_end(&r);
+	pthread_mutex_lock(&anon.lock);
+	if (!p->invalid)
+		hmm__cpufault_fill(va, p->mem, ps, false, true);
+	free(p->mem);
+	entry_drop(va);
+	pthread_cond_broadcast(&anon.settled);
+	pthread_mutex_unlock(&anon.lock);
+	hmm__cpufault_wake(va, va + ps);
+	hmm__cpufault_kick();
+}
+
+/* Restore every EXCLUSIVE page of [start, end) (of device only, if set). */
+static void restore_exclusive_range(uint64_t start, uint64_t end, const void *only)
+{
+	uint64_t index = start / page_size(), last = (end - 1) / page_size();
+
+	for (;;) {
+		struct anon_page *p;
+		uint64_t va = 0;
+
+		pthread_mutex_lock(&anon.lock);
+		while ((p = hmm__radix_next(&anon.pages, &index)) && index <= last) {
+			if (p->state == ANON_EXCLUSIVE && (!only || p->dev == only)) {
+				va = index * page_size();
+				break;
+			}
+			index++;
+		}
+		pthread_mutex_unlock(&anon.lock);
+		if (!va)
+			return;
+		restore_exclusive(va);
+		index++;
+	}
+}
+
+int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t end)
+{
+	uint64_t ps = page_size(), n = (end - start) / ps;
+	struct hmm_notifier_range r = { start, end, HMM_NOTIFY_EXCLUSIVE, owner };
+	uint8_t *snap = malloc(n);
+	void **copies = calloc(n, sizeof(*copies));
+	bool *mine = calloc(n, sizeof(*mine));
+	int err;
+
+	if (!snap || !copies || !mine) {
+		err = -ENOMEM;
+		goto out;
+	}
+	pthread_once(&subscribe_once, subscribe);
+	err = subscribe_err ? subscribe_err : hmm__cpufault_start();
+	if (err)
+		goto out;
+	err = hmm__snapshot(start, n, snap);
+	if (err)
+		goto out;
+	for (uint64_t i = 0; i < n; i++) {
+		if (!(snap[i] & HMM__SNAP_MAPPED) || !(snap[i] & HMM__SNAP_READ)) {
+			err = -EFAULT;
+			goto out;
+		}
+		if (!(snap[i] & HMM__SNAP_WRITE)) {
+			err = -EPERM;
+			goto out;
+		}
+	}
+	/* Present and writable, as get_user_pages(FOLL_WRITE) makes them; a
+	 * page on a device comes back.  Pages already exclusive to owner are
+	 * left alone: touching them would put them back. */
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t j = i;
+
+		while (j < n && !hmm__anon_exclusive_mem(owner, start + j * ps))
+			j++;
+		if (j > i && madvise((void *)(uintptr_t)(start + i * ps), (j - i) * ps,
+				     MADV_POPULATE_WRITE)) {
+			err = errno == EINVAL || errno == ENOMEM ? -EFAULT : -errno;
+			goto out;
+		}
+		i = j;
+	}
+	err = hmm__snapshot(start, n, snap);
+	if (err)
+		goto out;
+	pthread_mutex_lock(&anon.lock);
+	for (uint64_t i = 0; i < n && !err; i++) {
+		uint64_t va = start + i * ps;
+		struct anon_page *p = entry(va);
+		uint8_t want = HMM__SNAP_ANON | HMM__SNAP_WRITE | HMM__SNAP_PRESENT | HMM__SNAP_EXCL;
+
+		if (p && p->state == ANON_EXCLUSIVE && p->dev == owner)
+			continue; /* already */
+		if (p || (snap[i] & want) != want || (snap[i] & HMM__SNAP_ZERO)) {
+			err = p ? -EBUSY : -EFAULT;
+			break;
+		}
+		p = calloc(1, sizeof(*p));
+		copies[i] = aligned_alloc(ps, ps);
+		if (!p || !copies[i] || hmm__radix_insert(&anon.pages, va / ps, p)) {
+			free(p);
+			err = -ENOMEM;
+			break;
+		}
+		__atomic_add_fetch(&anon.count, 1, __ATOMIC_RELAXED);
+		p->state = ANON_TO_DEVICE; /* locked, as for a migration */
+		p->dev = owner;
+		p->present = true;
+		mine[i] = true;
+	}
+	if (err) {
+		for (uint64_t i = 0; i < n; i++)
+			if (mine[i])
+				entry_drop(start + i * ps);
+		pthread_mutex_unlock(&anon.lock);
+		goto out;
+	}
+	pthread_mutex_unlock(&anon.lock);
+	for (uint64_t i = 0; i < n; i++)
+		if (mine[i] && !err)
+			err = hmm__cpufault_register(start + i * ps, start + (i + 1) * ps);
+	if (!err) {
+		/* Devices drop the pages; then CPU writes wait, and the data is
+		 * copied while it cannot change. */
+		hmm__invalidate_start(&r);
+		hmm__invalidate_end(&r);
+		for (uint64_t i = 0; i < n && !err; i++)
+			if (mine[i])
+				err = hmm__cpufault_protect(start + i * ps, start + (i + 1) * ps, true);
+		for (uint64_t i = 0; i < n && !err; i++)
+			if (mine[i])
+				memcpy(copies[i], (void *)(uintptr_t)(start + i * ps), ps);
+	}
+	pthread_mutex_lock(&anon.lock);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t va = start + i * ps;
+		struct anon_page *p;
+
+		if (!mine[i])
+			continue;
+		p = entry(va);
+		if (err || p->invalid) {
+			/* Unmapped or cleared meanwhile, or a failure: the page
+			 * stays the CPU's. */
+			hmm__cpufault_protect(va, va + ps, false);
+			entry_drop(va);
+			if (!err)
+				err = -EFAULT;
+			continue;
+		}
+		zap_run(va, va + ps);
+		p->state = ANON_EXCLUSIVE;
+		p->host = true;
+		p->present = false;
+		p->mem = copies[i];
+		copies[i] = NULL;
+	}
+	pthread_cond_broadcast(&anon.settled);
+	pthread_mutex_unlock(&anon.lock);
+	hmm__cpufault_kick();
+out:
+	if (copies)
+		for (uint64_t i = 0; i < n; i++)
+			free(copies[i]);
+	free(copies);
+	free(mine);
+	free(snap);
+	return err;
+}
+
+void *hmm__anon_exclusive_mem(const void *owner, uint64_t va)
+{
+	struct anon_page *p;
+	void *mem = NULL;
+
+	pthread_mutex_lock(&anon.lock);
+	p = entry(va);
+	if (p && p->state == ANON_EXCLUSIVE && p->dev == owner)
+		mem = p->mem;
+	pthread_mutex_unlock(&anon.lock);
+	return mem;
+}
+
 /* ------------------------------------------------------- the simple calls */
 
 static bool on_device(uint64_t va, const struct hmm_device *dev)
@@ -734,6 +953,7 @@ static long evict(uint64_t start, uint64_t end, const void *only)
 
 	if (!__atomic_load_n(&anon.count, __ATOMIC_RELAXED))
 		return 0;
+	restore_exclusive_range(start, end, only);
 	while (va < end && (dev = next_device_page(&va, end, only))) {
 		uint64_t stop = end - va > ROUND_PAGES * ps ? va + ROUND_PAGES * ps : end;
 		long n = to_ram(dev, va, stop);
@@ -789,12 +1009,13 @@ int hmm__anon_lookup(const void *owner, uint64_t va, uint64_t *out)
 			*out = HMM_PFN_VALID | ((uint64_t)(uintptr_t)p->mem >> 12);
 			found = 1;
 		}
-	} else if (p) {
+	} else if (p && (p->state == ANON_TO_DEVICE || p->state == ANON_TO_RAM)) {
 		/* Being migrated: wait, as the kernel waits on a migration entry. */
-		while ((p = entry(va)) && p->state != ANON_DEVICE)
+		while ((p = entry(va)) && (p->state == ANON_TO_DEVICE || p->state == ANON_TO_RAM))
 			pthread_cond_wait(&anon.settled, &anon.lock);
 		found = -EBUSY;
 	}
+	/* EXCLUSIVE: absent; a fault puts the page back (restore_exclusive). */
 	pthread_mutex_unlock(&anon.lock);
 	return found;
 }
@@ -822,6 +1043,11 @@ int hmm__anon_cpu_fault(uint64_t va, bool wp)
 		if (hmm__cpufault_fill(va, zero_page(), ps, true, true) == -EEXIST)
 			hmm__cpufault_wake(va, va + ps);
 		pthread_mutex_unlock(&anon.lock);
+		return 0;
+	}
+	if (p->state == ANON_EXCLUSIVE) {
+		pthread_mutex_unlock(&anon.lock);
+		restore_exclusive(va);
 		return 0;
 	}
 	if (p->state != ANON_DEVICE) {

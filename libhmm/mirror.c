@@ -201,6 +201,29 @@ HMM_EXPORT void hmm_mirror_destroy(struct hmm_mirror *m)
 }
 
 /*
+ * Map va to the page at mem with VALID and flags; count it in *mapped if
+ * nothing was mapped there.  Context: m->lock held.  Return: as map().
+ */
+static int install(struct hmm_mirror *m, uint64_t va, void *mem, uint64_t flags,
+		   uint64_t *mapped)
+{
+	uint64_t had = m->pt_ops->lookup(m->pt, va, NULL);
+	int err = m->pt_ops->map(m->pt, va, hmm__pte_make((uint64_t)(uintptr_t)mem,
+							  HMM__PTE_VALID | flags), 0);
+
+	if (!err && !had)
+		(*mapped)++;
+	return err;
+}
+
+/* Context: m->lock held. */
+static void count_mapped(struct hmm_mirror *m, uint64_t mapped)
+{
+	m->stats.pages_faulted += mapped;
+	m->stats.mapped_pages += mapped;
+}
+
+/*
  * A fault round: make [start, end) present in the device page table, with
  * write access if write, in windows of FAULT_WINDOW pages.
  * Context: m->lock not held.
@@ -239,21 +262,11 @@ static int fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, bool 
 			pthread_mutex_unlock(&m->lock);
 		}
 		/* Under the lock, with the snapshot still current. */
-		for (uint64_t i = 0; i < n && !err; i++) {
-			uint64_t va = start + i * m->page_size, pte;
-			uint64_t had = m->pt_ops->lookup(m->pt, va, NULL);
-
-			if (!(pfns[i] & HMM_PFN_VALID))
-				continue;
-			pte = hmm__pte_make((uint64_t)(uintptr_t)hmm_pfn_to_addr(pfns[i]),
-					    HMM__PTE_VALID |
-					    (pfns[i] & HMM_PFN_WRITE ? HMM__PTE_WRITE : 0));
-			err = m->pt_ops->map(m->pt, va, pte, 0);
-			if (!err && !had)
-				mapped++;
-		}
-		m->stats.pages_faulted += mapped;
-		m->stats.mapped_pages += mapped;
+		for (uint64_t i = 0; i < n && !err; i++)
+			if (pfns[i] & HMM_PFN_VALID)
+				err = install(m, start + i * m->page_size, hmm_pfn_to_addr(pfns[i]),
+					      pfns[i] & HMM_PFN_WRITE ? HMM__PTE_WRITE : 0, &mapped);
+		count_mapped(m, mapped);
 		pthread_mutex_unlock(&m->lock);
 		if (err)
 			return err;
@@ -356,4 +369,108 @@ HMM_EXPORT int hmm_mirror_stats(struct hmm_mirror *m, struct hmm_mirror_stats *s
 	*st = m->stats;
 	pthread_mutex_unlock(&m->lock);
 	return 0;
+}
+
+/*
+ * Exclusive access for device atomics (the kernel's make_device_exclusive,
+ * as the test driver uses it): the pages become the device's alone
+ * (migrate.c) and are mapped with HMM__PTE_EXCLUSIVE, under the sequence
+ * protocol so that a CPU access that takes them back in between is seen.
+ */
+#define EXCLUSIVE_TRIES 64
+
+static int map_exclusive(struct hmm_mirror *m, uint64_t start, uint64_t end)
+{
+	for (int tries = 0; tries < EXCLUSIVE_TRIES; tries++) {
+		uint64_t seq, mapped = 0;
+		bool all = true;
+		int err = hmm__anon_make_exclusive(m->dev, start, end);
+
+		if (err)
+			return err;
+		seq = hmm_interval_read_begin(m->sub);
+		pthread_mutex_lock(&m->lock);
+		if (hmm_interval_read_retry(m->sub, seq)) {
+			pthread_mutex_unlock(&m->lock);
+			continue;
+		}
+		for (uint64_t va = start; va < end && all && !err; va += m->page_size) {
+			void *mem = hmm__anon_exclusive_mem(m->dev, va);
+
+			if (!mem) {
+				all = false;
+				break;
+			}
+			err = install(m, va, mem, HMM__PTE_WRITE | HMM__PTE_EXCLUSIVE, &mapped);
+		}
+		count_mapped(m, mapped);
+		pthread_mutex_unlock(&m->lock);
+		if (err)
+			return err;
+		if (all)
+			return 0;
+	}
+	return -EBUSY;
+}
+
+static bool bad_range(const struct hmm_mirror *m, uint64_t start, uint64_t end)
+{
+	return !m || end <= start || (start | end) & (m->page_size - 1) || end > HMM__VA_LIMIT;
+}
+
+HMM_EXPORT int hmm_make_device_exclusive(struct hmm_mirror *m, uint64_t start, uint64_t end)
+{
+	if (bad_range(m, start, end))
+		return -EINVAL;
+	hmm__launch_quiesce_self();
+	return map_exclusive(m, start, end);
+}
+
+HMM_EXPORT int hmm_mirror_check_exclusive(struct hmm_mirror *m, uint64_t start, uint64_t end)
+{
+	int err = 0;
+
+	if (bad_range(m, start, end))
+		return -EINVAL;
+	pthread_mutex_lock(&m->lock);
+	for (uint64_t va = start; va < end && !err; va += m->page_size)
+		if (!(m->pt_ops->lookup(m->pt, va, NULL) & HMM__PTE_EXCLUSIVE))
+			err = -EPERM;
+	pthread_mutex_unlock(&m->lock);
+	return err;
+}
+
+HMM_EXPORT int hmm_mirror_atomic_add_u64(struct hmm_mirror *m, uint64_t va, uint64_t v,
+					 uint64_t *old)
+{
+	uint64_t page;
+
+	if (!m || (va & 7) || va >= HMM__VA_LIMIT)
+		return -EINVAL;
+	page = va & ~(m->page_size - 1);
+	hmm__launch_quiesce_self();
+	for (int tries = 0; tries < EXCLUSIVE_TRIES; tries++) {
+		uint64_t pte, o;
+		int err;
+
+		pthread_mutex_lock(&m->lock);
+		pte = m->pt_ops->lookup(m->pt, va, NULL);
+		if (pte & HMM__PTE_EXCLUSIVE) {
+			/* Holding the lock: taking the page back waits for this. */
+			uint64_t *word = (uint64_t *)(uintptr_t)(hmm__pte_addr(pte) |
+							      (va & (m->page_size - 1)));
+
+			o = __atomic_fetch_add(word, v, __ATOMIC_SEQ_CST);
+			pthread_mutex_unlock(&m->lock);
+			if (old)
+				*old = o;
+			return 0;
+		}
+		pthread_mutex_unlock(&m->lock);
+		/* An atomic fault: take the page exclusive, then replay. */
+		err = map_exclusive(m, page, page + m->page_size);
+		if (err)
+			return err;
+	}
+	return -EBUSY;
 }

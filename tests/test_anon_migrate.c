@@ -422,3 +422,147 @@ Test(anon, a_device_access_whose_buffer_is_on_a_device_completes)
 	munmap(p, 8 * PS);
 	munmap(buf, 8 * PS);
 }
+
+/* -- exclusive access for device atomics */
+
+Test(anon, exclusive_pages_take_device_atomics_and_come_back_at_the_first_cpu_access)
+{
+	uint64_t *w = (uint64_t *)anon_map(16), old = 0;
+	uint64_t start = (uint64_t)(uintptr_t)w;
+
+	fill((unsigned char *)w, 16 * PS, 16);
+	w[0] = 100;
+	cr_assert_eq(hmm_make_device_exclusive(mir, start, start + 16 * PS), 0);
+	cr_assert_eq(hmm_mirror_check_exclusive(mir, start, start + 16 * PS), 0);
+	cr_assert_eq(hmm_mirror_check_exclusive(mir2, start, start + PS), -EPERM);
+	cr_assert_eq(hmm_mirror_atomic_add_u64(mir, start, 5, &old), 0);
+	cr_assert_eq(old, 100);
+	/* The CPU reads: the page comes back with the device's result. */
+	cr_assert_eq(w[0], 105);
+	cr_assert_eq(hmm_mirror_check_exclusive(mir, start, start + PS), -EPERM,
+		     "the device lost page 0");
+	cr_assert_eq(hmm_mirror_check_exclusive(mir, start + PS, start + 16 * PS), 0,
+		     "and kept the others");
+	w[0] = (uint64_t)0;
+	fill((unsigned char *)w, 8, 16);
+	expect_fill((unsigned char *)w, 16 * PS, 16, "after the CPU took every page back");
+	munmap(w, 16 * PS);
+}
+
+Test(anon, an_atomic_on_a_page_not_held_takes_it_first)
+{
+	uint64_t *w = (uint64_t *)anon_map(2), old = 1;
+	uint64_t start = (uint64_t)(uintptr_t)w;
+
+	w[PS / 8 + 3] = 41;
+	cr_assert_eq(hmm_mirror_atomic_add_u64(mir, start + PS + 24, 1, &old), 0);
+	cr_assert_eq(old, 41);
+	cr_assert_eq(hmm_mirror_check_exclusive(mir, start + PS, start + 2 * PS), 0);
+	cr_assert_eq(hmm_mirror_check_exclusive(mir, start, start + PS), -EPERM);
+	cr_assert_eq(w[PS / 8 + 3], 42);
+	munmap(w, 2 * PS);
+}
+
+Test(anon, exclusive_access_refuses_bad_ranges_shared_and_read_only_memory)
+{
+	unsigned char *p = anon_map(2);
+	unsigned char *s = mmap(NULL, PS, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t start = (uint64_t)(uintptr_t)p;
+
+	cr_assert_neq(s, MAP_FAILED);
+	cr_assert_eq(hmm_make_device_exclusive(mir, start + 1, start + PS), -EINVAL);
+	cr_assert_eq(hmm_make_device_exclusive(mir, start, start), -EINVAL);
+	cr_assert_eq(hmm_make_device_exclusive(NULL, start, start + PS), -EINVAL);
+	cr_assert_eq(hmm_mirror_atomic_add_u64(mir, start + 4, 1, NULL), -EINVAL);
+	cr_assert_eq(hmm_make_device_exclusive(mir, (uint64_t)(uintptr_t)s,
+					       (uint64_t)(uintptr_t)s + PS), -EFAULT);
+	cr_assert_eq(mprotect(p + PS, PS, PROT_READ), 0);
+	cr_assert_eq(hmm_make_device_exclusive(mir, start, start + 2 * PS), -EPERM);
+	cr_assert_eq(hmm_mirror_check_exclusive(mir, start, start + PS), -EPERM,
+		     "a refused range takes nothing");
+	p[0] = 1; /* still the CPU's */
+	munmap(s, PS);
+	munmap(p, 2 * PS);
+}
+
+Test(anon, mprotect_read_only_ends_device_atomics_with_eperm)
+{
+	uint64_t *w = (uint64_t *)anon_map(1);
+	uint64_t start = (uint64_t)(uintptr_t)w;
+
+	w[1] = 7;
+	cr_assert_eq(hmm_make_device_exclusive(mir, start, start + PS), 0);
+	cr_assert_eq(mprotect(w, PS, PROT_READ), 0);
+	cr_assert_eq(hmm_mirror_atomic_add_u64(mir, start + 8, 1, NULL), -EPERM);
+	cr_assert_eq(w[1], 7, "the CPU reads the page back through the read-only mapping");
+	munmap(w, PS);
+}
+
+Test(anon, fork_after_exclusive_access_gives_the_child_its_own_copy)
+{
+	uint64_t *w = (uint64_t *)anon_map(1);
+	uint64_t start = (uint64_t)(uintptr_t)w;
+	pid_t pid;
+	int status;
+
+	w[0] = 10;
+	cr_assert_eq(hmm_make_device_exclusive(mir, start, start + PS), 0);
+	cr_assert_eq(hmm_mirror_atomic_add_u64(mir, start, 1, NULL), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(w[0] == 11 ? 0 : 1);
+	cr_assert_eq(hmm_mirror_atomic_add_u64(mir, start, 1, NULL), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child saw 11");
+	cr_assert_eq(w[0], 12);
+	munmap(w, PS);
+}
+
+#define ATOMIC_ROUNDS 20000
+
+struct atomic_race {
+	uint64_t *word;
+	int go, stop;
+	uint64_t cpu_adds;
+};
+
+/* Adds for as long as the device does, so that the page changes hands
+ * again and again. */
+static void *cpu_incrementer(void *arg)
+{
+	struct atomic_race *r = arg;
+
+	while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE))
+		;
+	while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+		__atomic_fetch_add(r->word, 1, __ATOMIC_SEQ_CST);
+		r->cpu_adds++;
+	}
+	return NULL;
+}
+
+Test(anon, cpu_and_device_atomics_on_one_word_lose_no_increment)
+{
+	uint64_t *w = (uint64_t *)anon_map(1);
+	struct atomic_race r = { w, 0, 0, 0 };
+	pthread_t t;
+
+	w[0] = 0;
+	cr_assert_eq(pthread_create(&t, NULL, cpu_incrementer, &r), 0);
+	__atomic_store_n(&r.go, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < ATOMIC_ROUNDS; i++) {
+		/* A pause now and then lets the CPU's fault take the page back. */
+		if (i % 8 == 0)
+			usleep(1);
+		cr_assert_eq(hmm_mirror_atomic_add_u64(mir, (uint64_t)(uintptr_t)w, 1, NULL), 0,
+			     "device atomic %d", i);
+	}
+	__atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	cr_assert_eq(w[0], ATOMIC_ROUNDS + r.cpu_adds, "%llu, not %d + %llu",
+		     (unsigned long long)w[0], ATOMIC_ROUNDS, (unsigned long long)r.cpu_adds);
+	cr_log_info("%llu CPU adds against %d device adds", (unsigned long long)r.cpu_adds,
+		    ATOMIC_ROUNDS);
+	munmap(w, PS);
+}

@@ -581,6 +581,41 @@ struct hmm_mirror_stats {
 /** hmm_mirror_stats() - read the counters.  Return: 0, -EINVAL. */
 int hmm_mirror_stats(struct hmm_mirror *mirror, struct hmm_mirror_stats *stats);
 
+/**
+ * hmm_make_device_exclusive() - give the mirror's device exclusive access
+ * to the pages of [start, end), for atomics (the kernel's
+ * make_device_exclusive, as its test driver uses it).
+ *
+ * The pages must be private anonymous writable memory.  They are taken
+ * from the CPU: any CPU access to one (or a fork(), or another device's
+ * fault) faults, tells the devices with HMM_NOTIFY_EXCLUSIVE and no owner,
+ * and gives the page back.  Meanwhile the device's page table maps them
+ * for atomics (hmm_mirror_atomic_add_u64(), hmm_mirror_check_exclusive()).
+ * Context: no driver lock held (it invalidates).
+ * Return: 0; -EINVAL (misaligned or empty range); -EFAULT (a page is not
+ * mapped, not readable, or not private anonymous memory of this process
+ * alone); -EPERM (not writable); -EBUSY (a page is being migrated or is
+ * exclusive to another device); -ENOMEM; -EOPNOTSUPP (no userfaultfd).
+ */
+int hmm_make_device_exclusive(struct hmm_mirror *mirror, uint64_t start, uint64_t end);
+
+/**
+ * hmm_mirror_check_exclusive() - is every page of [start, end) mapped for
+ * atomics in the device's page table now?
+ * Return: 0 if so; -EPERM if a page is not; -EINVAL.
+ */
+int hmm_mirror_check_exclusive(struct hmm_mirror *mirror, uint64_t start, uint64_t end);
+
+/**
+ * hmm_mirror_atomic_add_u64() - a device atomic: add v to the aligned
+ * 8-byte word at va and return its previous value in *old (if not NULL).
+ * A page the device does not hold exclusively is taken first (an atomic
+ * fault), as hmm_make_device_exclusive() does.
+ * Return: 0; -EINVAL (misaligned); as hmm_make_device_exclusive().
+ */
+int hmm_mirror_atomic_add_u64(struct hmm_mirror *mirror, uint64_t va, uint64_t v,
+			      uint64_t *old);
+
 /*
  * Device kernels: a C function run on the device's compute units, for every
  * work item of a grid, whose loads and stores go through the device's TLB
