@@ -16,6 +16,7 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/range.c \
 	libhmm/mirror.h \
 	libhmm/mirror.c \
+	libhmm/fault.c \
 	libhmm/launch.c \
 	libhmm/migrate.c \
 	libhmm/cpufault.c

@@ -650,6 +650,9 @@ static void restore_exclusive_range(uint64_t start, uint64_t end, const void *on
 	}
 }
 
+/* Rounds of hmm__anon_make_exclusive before giving up with -EBUSY. */
+#define EXCLUSIVE_RETRIES 64
+
 int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t end)
 {
 	uint64_t ps = page_size(), n = (end - start) / ps;
@@ -680,55 +683,88 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 			goto out;
 		}
 	}
-	/* Present and writable, as get_user_pages(FOLL_WRITE) makes them; a
-	 * page on a device comes back.  Pages already exclusive to owner are
-	 * left alone: touching them would put them back. */
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t j = i;
+	for (int tries = 0;; tries++) {
+		uint64_t busy = UINT64_MAX;
+		bool transient = false;
 
-		while (j < n && !hmm__anon_exclusive_mem(owner, start + j * ps))
-			j++;
-		if (j > i && madvise((void *)(uintptr_t)(start + i * ps), (j - i) * ps,
-				     MADV_POPULATE_WRITE)) {
-			err = errno == EINVAL || errno == ENOMEM ? -EFAULT : -errno;
+		/* Present and writable, as get_user_pages(FOLL_WRITE) makes them
+		 * (breaking copy-on-write); a page on a device comes back.  Pages
+		 * already exclusive to owner are left alone: touching them would
+		 * put them back. */
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t j = i;
+
+			while (j < n && !hmm__anon_exclusive_mem(owner, start + j * ps))
+				j++;
+			if (j > i && madvise((void *)(uintptr_t)(start + i * ps), (j - i) * ps,
+					     MADV_POPULATE_WRITE)) {
+				err = errno == EINVAL || errno == ENOMEM ? -EFAULT : -errno;
+				goto out;
+			}
+			i = j;
+		}
+		err = hmm__snapshot(start, n, snap);
+		if (err)
 			goto out;
-		}
-		i = j;
-	}
-	err = hmm__snapshot(start, n, snap);
-	if (err)
-		goto out;
-	pthread_mutex_lock(&anon.lock);
-	for (uint64_t i = 0; i < n && !err; i++) {
-		uint64_t va = start + i * ps;
-		struct anon_page *p = entry(va);
-		uint8_t want = HMM__SNAP_ANON | HMM__SNAP_WRITE | HMM__SNAP_PRESENT | HMM__SNAP_EXCL;
+		pthread_mutex_lock(&anon.lock);
+		for (uint64_t i = 0; i < n && !err && !transient; i++) {
+			uint64_t va = start + i * ps;
+			struct anon_page *p = entry(va);
+			uint8_t f = snap[i];
 
-		if (p && p->state == ANON_EXCLUSIVE && p->dev == owner)
-			continue; /* already */
-		if (p || (snap[i] & want) != want || (snap[i] & HMM__SNAP_ZERO)) {
-			err = p ? -EBUSY : -EFAULT;
-			break;
+			if (p && p->state == ANON_EXCLUSIVE && p->dev == owner)
+				continue; /* already */
+			if ((f & (HMM__SNAP_ANON | HMM__SNAP_WRITE)) != (HMM__SNAP_ANON | HMM__SNAP_WRITE)) {
+				err = -EFAULT;
+				break;
+			}
+			/* Moving, on a device, exclusive to another device, or
+			 * changed since the snapshot: try again. */
+			if (p || !(f & HMM__SNAP_PRESENT) || !(f & HMM__SNAP_EXCL) ||
+			    (f & HMM__SNAP_ZERO)) {
+				transient = true;
+				busy = p ? va : UINT64_MAX;
+				break;
+			}
+			p = calloc(1, sizeof(*p));
+			if (!copies[i])
+				copies[i] = aligned_alloc(ps, ps);
+			if (!p || !copies[i] || hmm__radix_insert(&anon.pages, va / ps, p)) {
+				free(p);
+				err = -ENOMEM;
+				break;
+			}
+			__atomic_add_fetch(&anon.count, 1, __ATOMIC_RELAXED);
+			p->state = ANON_TO_DEVICE; /* locked, as for a migration */
+			p->dev = owner;
+			p->present = true;
+			mine[i] = true;
 		}
-		p = calloc(1, sizeof(*p));
-		copies[i] = aligned_alloc(ps, ps);
-		if (!p || !copies[i] || hmm__radix_insert(&anon.pages, va / ps, p)) {
-			free(p);
-			err = -ENOMEM;
+		if (!err && !transient)
 			break;
-		}
-		__atomic_add_fetch(&anon.count, 1, __ATOMIC_RELAXED);
-		p->state = ANON_TO_DEVICE; /* locked, as for a migration */
-		p->dev = owner;
-		p->present = true;
-		mine[i] = true;
-	}
-	if (err) {
 		for (uint64_t i = 0; i < n; i++)
 			if (mine[i])
 				entry_drop(start + i * ps);
+		memset(mine, 0, n * sizeof(*mine));
+		if (err || tries == EXCLUSIVE_RETRIES) {
+			pthread_mutex_unlock(&anon.lock);
+			err = err ? err : -EBUSY;
+			goto out;
+		}
+		if (busy != UINT64_MAX) {
+			struct anon_page *p = entry(busy);
+
+			if (p && p->state == ANON_EXCLUSIVE) {
+				/* Another device's: take it back for ours. */
+				pthread_mutex_unlock(&anon.lock);
+				restore_exclusive(busy);
+				continue;
+			}
+			while ((p = entry(busy)) && (p->state == ANON_TO_DEVICE ||
+						     p->state == ANON_TO_RAM))
+				pthread_cond_wait(&anon.settled, &anon.lock);
+		}
 		pthread_mutex_unlock(&anon.lock);
-		goto out;
 	}
 	pthread_mutex_unlock(&anon.lock);
 	for (uint64_t i = 0; i < n; i++)

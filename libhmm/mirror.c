@@ -155,6 +155,7 @@ HMM_EXPORT int hmm_mirror_create(struct hmm_device *dev, struct hmm_mirror **out
 	m->pt_ops = &hmm__pt_radix_ops;
 	m->tlb_gen = 1;
 	pthread_mutex_init(&m->lock, NULL);
+	hmm__fault_buffer_init(&m->faults);
 	err = m->pt_ops->create(&m->pt);
 	if (err)
 		goto out_free;
@@ -180,6 +181,7 @@ HMM_EXPORT int hmm_mirror_create(struct hmm_device *dev, struct hmm_mirror **out
 out_pt:
 	m->pt_ops->destroy(m->pt);
 out_free:
+	hmm__fault_buffer_destroy(&m->faults);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 	return err;
@@ -196,6 +198,7 @@ HMM_EXPORT void hmm_mirror_destroy(struct hmm_mirror *m)
 	m->dev->mirror = NULL;
 	pthread_mutex_unlock(&m->dev->lock);
 	m->pt_ops->destroy(m->pt);
+	hmm__fault_buffer_destroy(&m->faults);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 }
@@ -224,13 +227,10 @@ static void count_mapped(struct hmm_mirror *m, uint64_t mapped)
 }
 
 /*
- * A fault round: make [start, end) present in the device page table, with
- * write access if write, in windows of FAULT_WINDOW pages.
- * Context: m->lock not held.
- * Return: 0, or hmm_range_fault's error for the first window that failed
- * (the windows before it stay mapped).
+ * hmm__mirror_fault_round() (mirror.h): in windows of FAULT_WINDOW pages.
+ * Context: m->lock not held.  The windows before a failed one stay mapped.
  */
-static int fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, bool write)
+int hmm__mirror_fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, bool write)
 {
 	uint64_t pfns[FAULT_WINDOW];
 	uint64_t flags = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0);
@@ -332,25 +332,6 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 	return err;
 }
 
-int hmm__mirror_fault(struct hmm_mirror *m, uint64_t va, uint64_t end, bool write)
-{
-	uint64_t mask = m->page_size - 1, page = va & ~mask;
-	uint64_t rest = (end + mask) & ~mask;
-	int err;
-
-	if (rest < page + m->page_size)
-		rest = page + m->page_size;
-	err = fault_round(m, page, rest, write);
-	/* A bad page further on fails the whole round: fault this page alone,
-	 * so the access gets as far as it can, and fails at the bad page. */
-	if ((err == -EFAULT || err == -EPERM) && rest - page > m->page_size)
-		err = fault_round(m, page, page + m->page_size, write);
-	pthread_mutex_lock(&m->lock);
-	m->stats.faults++;
-	pthread_mutex_unlock(&m->lock);
-	return err;
-}
-
 HMM_EXPORT int hmm_mirror_read(struct hmm_mirror *m, uint64_t va, void *buf, size_t len)
 {
 	return mirror_access(m, va, buf, len, false);
@@ -368,6 +349,10 @@ HMM_EXPORT int hmm_mirror_stats(struct hmm_mirror *m, struct hmm_mirror_stats *s
 	pthread_mutex_lock(&m->lock);
 	*st = m->stats;
 	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_lock(&m->faults.lock);
+	st->faults = m->faults.queued;
+	st->fault_batches = m->faults.batches;
+	pthread_mutex_unlock(&m->faults.lock);
 	return 0;
 }
 

@@ -45,6 +45,30 @@ struct __attribute__((aligned(64))) hmm__cu {
 
 struct hmm__launch;
 
+/* fault.c: the device fault buffer (see the top of fault.c). */
+#define HMM__FAULT_BUFFER 64
+
+struct hmm__fault {
+	uint64_t page;   /* the faulting page */
+	uint64_t end;    /* how far the access may go on: map up to here */
+	bool write;
+	int *result;     /* the faulting access's answer */
+};
+
+struct hmm__fault_buffer {
+	pthread_mutex_t lock;      /* a leaf */
+	pthread_cond_t serviced;   /* a batch was taken or serviced */
+	struct hmm__fault entries[HMM__FAULT_BUFFER]; /* queued, not yet taken */
+	unsigned n;
+	uint64_t filling;          /* the batch that queued faults belong to */
+	uint64_t done;             /* the last batch serviced */
+	bool servicing;            /* a thread is servicing a batch */
+	uint64_t queued, batches;  /* counters */
+};
+
+void hmm__fault_buffer_init(struct hmm__fault_buffer *fb);
+void hmm__fault_buffer_destroy(struct hmm__fault_buffer *fb);
+
 struct hmm_mirror {
 	struct hmm_device *dev;
 	struct hmm_interval_notifier *sub;
@@ -58,17 +82,26 @@ struct hmm_mirror {
 	struct hmm__launch *launch;
 	struct hmm__cu *cus;           /* written before ncus is published */
 	unsigned ncus;                 /* atomic */
+	struct hmm__fault_buffer faults;
 };
 
 /*
- * hmm__mirror_fault() - a device fault at va for a write or a read: map
- * [va's page, end) (end: where the access would go on; at least one page),
- * or at least va's page when something further on cannot be mapped.
- * Counts one fault round.
+ * hmm__mirror_fault() - fault.c: a device fault at va for a write or a
+ * read, through the fault buffer: map [va's page, end) (end: where the
+ * access would go on; at least one page), or at least va's page when
+ * something further on cannot be mapped.  Returns when the batch holding
+ * it has been serviced; the caller replays its access.
  * Context: mirror->lock not held; may sleep.
  * Return: 0, -EFAULT, -EPERM, -ENOMEM.
  */
 int hmm__mirror_fault(struct hmm_mirror *m, uint64_t va, uint64_t end, bool write);
+/*
+ * hmm__mirror_fault_round() - mirror.c: make [start, end) present in the
+ * device page table (write access if write): range fault under the
+ * sequence protocol, then the entries, in windows.
+ * Return: 0, or the error of the first window that failed.
+ */
+int hmm__mirror_fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, bool write);
 
 /* launch.c: stop and free the compute units.  Context: no launch running. */
 void hmm__launch_stop(struct hmm_mirror *m);

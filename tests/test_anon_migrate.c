@@ -555,8 +555,9 @@ Test(anon, cpu_and_device_atomics_on_one_word_lose_no_increment)
 		/* A pause now and then lets the CPU's fault take the page back. */
 		if (i % 8 == 0)
 			usleep(1);
-		cr_assert_eq(hmm_mirror_atomic_add_u64(mir, (uint64_t)(uintptr_t)w, 1, NULL), 0,
-			     "device atomic %d", i);
+		int rc = hmm_mirror_atomic_add_u64(mir, (uint64_t)(uintptr_t)w, 1, NULL);
+
+		cr_assert_eq(rc, 0, "device atomic %d: %s", i, strerror(-rc));
 	}
 	__atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);

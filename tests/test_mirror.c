@@ -262,3 +262,61 @@ Test(mirror, a_reader_racing_munmap_and_mmap_fixed_reads_whole_pages_or_fails)
 	cr_assert_gt(stats().invalidations, 10, "the remapper hardly ran");
 	munmap(td.p, 8 * PS);
 }
+
+/* -- the fault buffer */
+
+#define READERS 8
+#define READER_PAGES 16
+
+struct reader {
+	pthread_barrier_t *start;
+	unsigned char *mem;
+	int err;
+	bool ok;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	unsigned char *buf = malloc(READER_PAGES * PS);
+
+	pthread_barrier_wait(r->start);
+	r->err = hmm_mirror_read(mir, (uint64_t)(uintptr_t)r->mem, buf, READER_PAGES * PS);
+	r->ok = buf && !memcmp(buf, r->mem, READER_PAGES * PS);
+	free(buf);
+	return NULL;
+}
+
+Test(mirror, concurrent_faults_are_served_in_batches_and_each_access_gets_its_data)
+{
+	unsigned char *p = anon(READERS * READER_PAGES + 1, PROT_READ | PROT_WRITE);
+	struct reader r[READERS];
+	pthread_t t[READERS];
+	pthread_barrier_t start;
+	struct hmm_mirror_stats before = stats(), after;
+	unsigned char bad[8];
+
+	fill(p, (READERS * READER_PAGES + 1) * PS, 9);
+	pthread_barrier_init(&start, NULL, READERS);
+	for (int i = 0; i < READERS; i++) {
+		r[i] = (struct reader){ &start, p + (size_t)i * READER_PAGES * PS, -1, false };
+		cr_assert_eq(pthread_create(&t[i], NULL, reader_main, &r[i]), 0);
+	}
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(r[i].err, 0, "reader %d: %s", i, strerror(-r[i].err));
+		cr_assert(r[i].ok, "reader %d read the wrong bytes", i);
+	}
+	after = stats();
+	cr_assert_eq(after.faults - before.faults, READERS, "one fault per access");
+	cr_assert_geq(after.fault_batches - before.fault_batches, 1);
+	cr_assert_leq(after.fault_batches - before.fault_batches, READERS);
+	cr_log_info("%d faults in %llu batches", READERS,
+		    (unsigned long long)(after.fault_batches - before.fault_batches));
+	/* A bad page in a batch fails only its own access. */
+	cr_assert_eq(munmap(p + READERS * READER_PAGES * PS, PS), 0);
+	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)(p + READERS * READER_PAGES * PS),
+				     bad, sizeof(bad)), -EFAULT);
+	pthread_barrier_destroy(&start);
+	munmap(p, READERS * READER_PAGES * PS);
+}

@@ -557,15 +557,18 @@ int hmm_mirror_write(struct hmm_mirror *mirror, uint64_t va, const void *buf, si
 
 /**
  * struct hmm_mirror_stats - a mirror's counters since its creation.
- * @faults: device fault rounds (one per access that found pages missing,
- *	as the kernel's test driver counts them).
- * @pages_faulted: pages mapped by those rounds.
+ * @faults: device faults (one per access that found pages missing, as the
+ *	kernel's test driver counts them).
+ * @pages_faulted: pages mapped by servicing them.
  * @invalidations: invalidate callbacks that reached the mirror.
  * @pages_invalidated: device mappings they dropped (4 KiB pages).
  * @mapped_pages: device mappings now (4 KiB pages).
  * @launches: kernels launched (hmm_launch()).
  * @tlb_hits: kernel accesses translated by a compute unit's TLB.
  * @tlb_misses: kernel accesses that went to the page table (or faulted).
+ * @fault_batches: batches the fault buffer serviced; faults queued at the
+ *	same time (by several compute units) are serviced together, their
+ *	pages merged into ranges.
  */
 struct hmm_mirror_stats {
 	uint64_t faults;
@@ -576,6 +579,7 @@ struct hmm_mirror_stats {
 	uint64_t launches;
 	uint64_t tlb_hits;
 	uint64_t tlb_misses;
+	uint64_t fault_batches;
 };
 
 /** hmm_mirror_stats() - read the counters.  Return: 0, -EINVAL. */
