@@ -11,8 +11,8 @@
  * nobody servicing takes every fault queued so far as one batch, and the
  * others wait for the batch that holds theirs.  Servicing sorts the batch,
  * merges the windows of each kind that overlap or touch into ranges, and
- * runs one fault round per range (range fault under the sequence protocol,
- * then the page-table update, mirror.c).  When a merged range fails, its
+ * runs one fault round per range (the policy first, policy.c; then range
+ * fault under the sequence protocol and the page-table update, mirror.c).  When a merged range fails, its
  * faults are serviced one page each, so that each gets its own answer
  * (-EFAULT, -EPERM) and the good ones are still mapped.  Then every
  * faulting access replays: it looks up the page table again, and faults
@@ -53,7 +53,19 @@ static int service_one(struct hmm_mirror *m, const struct hmm__fault *f)
 /* Service a batch: merged ranges first, each fault alone where one failed. */
 static void service(struct hmm_mirror *m, struct hmm__fault *f, unsigned n)
 {
+	uint64_t done = 0;
+
 	qsort(f, n, sizeof(*f), by_page);
+	/* The policy first.  A migrating one maps ahead only what it moved:
+	 * a fault inside a window it already acted on ends where that did. */
+	if (__atomic_load_n(&m->policy, __ATOMIC_RELAXED) != HMM_POLICY_MAP) {
+		for (unsigned k = 0; k < n; k++) {
+			if (f[k].page < done && f[k].end > done)
+				f[k].end = done;
+			else if (f[k].page >= done)
+				f[k].end = done = hmm__policy_prepare(m, f[k].page, f[k].end);
+		}
+	}
 	for (unsigned i = 0; i < n;) {
 		uint64_t start = f[i].page, end = f[i].end;
 		unsigned j = i + 1;

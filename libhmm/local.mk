@@ -17,6 +17,7 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/mirror.h \
 	libhmm/mirror.c \
 	libhmm/fault.c \
+	libhmm/policy.c \
 	libhmm/launch.c \
 	libhmm/migrate.c \
 	libhmm/cpufault.c

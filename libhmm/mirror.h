@@ -83,6 +83,7 @@ struct hmm_mirror {
 	struct hmm__cu *cus;           /* written before ncus is published */
 	unsigned ncus;                 /* atomic */
 	struct hmm__fault_buffer faults;
+	unsigned policy;               /* atomic: HMM_POLICY_* (policy.c) */
 };
 
 /*
@@ -102,6 +103,14 @@ int hmm__mirror_fault(struct hmm_mirror *m, uint64_t va, uint64_t end, bool writ
  * Return: 0, or the error of the first window that failed.
  */
 int hmm__mirror_fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, bool write);
+
+/*
+ * policy.c: act on the policy for a fault at page whose window ends at end,
+ * before the fault round.  Return: the end of the window to map (at most
+ * end, at least one page past page).
+ * Context: no lock held (it may migrate).
+ */
+uint64_t hmm__policy_prepare(struct hmm_mirror *m, uint64_t page, uint64_t end);
 
 /* launch.c: stop and free the compute units.  Context: no launch running. */
 void hmm__launch_stop(struct hmm_mirror *m);

@@ -567,3 +567,48 @@ Test(anon, cpu_and_device_atomics_on_one_word_lose_no_increment)
 		    ATOMIC_ROUNDS);
 	munmap(w, PS);
 }
+
+/* -- the fault policy */
+
+static void add_one(struct hmm_kernel *k, void *arg)
+{
+	uint64_t *x = arg, i = hmm_kernel_item(k);
+
+	hmm_st_u64(k, &x[i], hmm_ld_u64(k, &x[i]) + 1);
+}
+
+Test(anon, the_migrate_policy_moves_faulting_pages_to_the_device_first)
+{
+	uint64_t *x = (uint64_t *)anon_map(64);
+	unsigned char *buf = malloc(16 * PS);
+	size_t n = 64 * PS / 8;
+	uint64_t block = ((((uint64_t)(uintptr_t)x) | ((2 << 20) - 1)) + 1 - (uint64_t)(uintptr_t)x) / PS;
+
+	if (block > 64)
+		block = 64;
+	for (size_t i = 0; i < n; i++)
+		x[i] = i;
+	cr_assert_eq(hmm_mirror_set_policy(mir, 7), -EINVAL);
+	cr_assert_eq(hmm_mirror_set_policy(NULL, HMM_POLICY_MAP), -EINVAL);
+	cr_assert_eq(hmm_mirror_set_policy(mir, HMM_POLICY_MIGRATE), 0);
+	/* A device read migrates the 2 MiB block it faults in (within the
+	 * mapping). */
+	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)x, buf, 16 * PS), 0);
+	cr_assert_eq(dstats(dev).pages_in, block);
+	cr_assert_eq(memcmp(buf, x, 16 * PS), 0, "the CPU's read brings the pages back equal");
+	/* A kernel over the whole array runs on device memory. */
+	cr_assert_eq(hmm_launch(mir, n, add_one, x), 0);
+	/* Every page once, and again those the CPU's read brought back. */
+	cr_assert_eq(dstats(dev).pages_in, 64 + (block < 16 ? block : 16));
+	cr_assert_eq(dstats(dev).used, 64 * PS, "every page is on the device after the kernel");
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(x[i], i + 1, "x[%zu]", i);
+	cr_assert_eq(dstats(dev).used, 0);
+	cr_assert_eq(hmm_mirror_set_policy(mir, HMM_POLICY_MAP), 0);
+	cr_assert_eq(hmm_launch(mir, n, add_one, x), 0);
+	cr_assert_eq(dstats(dev).used, 0, "mapping in place moves nothing");
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(x[i], i + 2, "x[%zu]", i);
+	free(buf);
+	munmap(x, 64 * PS);
+}

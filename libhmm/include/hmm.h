@@ -585,6 +585,22 @@ struct hmm_mirror_stats {
 /** hmm_mirror_stats() - read the counters.  Return: 0, -EINVAL. */
 int hmm_mirror_stats(struct hmm_mirror *mirror, struct hmm_mirror_stats *stats);
 
+/* Where a device fault puts system memory (hmm_mirror_set_policy()). */
+#define HMM_POLICY_MAP 0     /* map the pages where they are (default) */
+#define HMM_POLICY_MIGRATE 1 /* migrate anonymous pages to the device first */
+
+/**
+ * hmm_mirror_set_policy() - choose what the device's faults do with pages
+ * of system memory: map them in place (HMM_POLICY_MAP), or first migrate
+ * the private anonymous pages of the fault's window, at least to the end
+ * of its 2 MiB block and within the faulting page's mapping, into the
+ * device's memory (HMM_POLICY_MIGRATE, as hmm_migrate_to_device() does;
+ * what cannot move is mapped in place).  Applies to the faults that
+ * follow: pages already mapped stay where they are.
+ * Return: 0; -EINVAL.
+ */
+int hmm_mirror_set_policy(struct hmm_mirror *mirror, unsigned int policy);
+
 /**
  * hmm_make_device_exclusive() - give the mirror's device exclusive access
  * to the pages of [start, end), for atomics (the kernel's

@@ -13,7 +13,12 @@
  *     of a registered range one by one and another places each with
  *     UFFDIO_COPY (baseline for 5);
  *  5. a CPU fault on a page on the device, per page: the same walk over
- *     memory that migrated, each page coming back through the monitor.
+ *     memory that migrated, each page coming back through the monitor;
+ *  6. x[i] += 1 over MIB MiB of doubles on CPU threads (baseline for 7-9);
+ *  7. the same as a device kernel with HMM_POLICY_MAP, pages mapped in
+ *     place (warm: second launch);
+ *  8. its first launch with HMM_POLICY_MIGRATE: the faults move the array;
+ *  9. a warm launch on the array now in device memory.
  * Nothing is asserted: the machine is shared and noisy.  The exit status
  * is 1 only when the benchmark could not run or a result was wrong.
  */
@@ -49,6 +54,57 @@ static void line(const char *row, const char *unit, double value, double base, b
 		       higher ? value / base : base / value);
 	else
 		printf("%-44s %-5s %10.2f %10s %7s\n", row, unit, value, "-", "-");
+}
+
+static void add_one(struct hmm_kernel *k, void *arg)
+{
+	double *x = arg;
+	uint64_t i = hmm_kernel_item(k) * 512;
+	struct hmm_kernel_span sp = { &x[i], 512 * sizeof(double), true, NULL };
+	double *y;
+
+	if (hmm_kernel_map(k, &sp, 1))
+		return;
+	y = sp.addr;
+	for (unsigned j = 0; j < 512; j++)
+		y[j] += 1;
+}
+
+struct cpu_part {
+	double *x;
+	size_t from, to;
+};
+
+static void *cpu_add(void *arg)
+{
+	struct cpu_part *c = arg;
+
+	for (size_t i = c->from; i < c->to; i++)
+		c->x[i] += 1;
+	return NULL;
+}
+
+/* x[i] += 1 on two CPU threads, the baseline of the kernels.  Seconds. */
+static double run_cpu(double *x, size_t n)
+{
+	struct cpu_part parts[2] = { { x, 0, n / 2 }, { x, n / 2, n } };
+	pthread_t t;
+	double t0 = now_s();
+
+	pthread_create(&t, NULL, cpu_add, &parts[0]);
+	cpu_add(&parts[1]);
+	pthread_join(t, NULL);
+	return now_s() - t0;
+}
+
+static double run_kernel(struct hmm_mirror *m, double *x, size_t n)
+{
+	double t0 = now_s();
+	int err = hmm_launch(m, n / 512, add_one, x);
+
+	if (err)
+		die("launch: %s", strerror(-err));
+	return now_s() - t0;
 }
 
 static unsigned char *map_anon(size_t len)
@@ -127,6 +183,8 @@ static double bare_round_trip(size_t npages)
 int main(int argc, char **argv)
 {
 	double cpy[MAX_REPS], in[MAX_REPS], out[MAX_REPS], bare[MAX_REPS], fault[MAX_REPS];
+	double cpu[MAX_REPS], map[MAX_REPS], first[MAX_REPS], warm[MAX_REPS];
+	struct hmm_mirror *mirror;
 	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
 					 .numa_node = -1 };
 	int reps = 5, opt, err;
@@ -144,7 +202,10 @@ int main(int argc, char **argv)
 	expect_operands(argc, 0);
 	len = mib << 20;
 	cfg.memory = len + (4u << 20);
+	cfg.compute_units = 2;
 	err = hmm_device_create(&cfg, &dev);
+	if (!err)
+		err = hmm_mirror_create(dev, &mirror);
 	if (err)
 		die("device: %s", strerror(-err));
 	src = map_anon(len);
@@ -187,6 +248,38 @@ int main(int argc, char **argv)
 		if (sink != (unsigned char)(5 * fpages))
 			failures++;
 		munmap(f, fpages * PAGE);
+
+		{
+			double *x = (double *)map_anon(len);
+			size_t n = len / sizeof(double);
+
+			memset(x, 0, len);
+			cpu[r] = run_cpu(x, n);
+			hmm_mirror_set_policy(mirror, HMM_POLICY_MAP);
+			run_kernel(mirror, x, n);
+			map[r] = run_kernel(mirror, x, n);
+			if (x[0] != 3 || x[n - 1] != 3)
+				failures++;
+			munmap(x, len);
+			/* A fresh array: the policy acts on faults only. */
+			x = (double *)map_anon(len);
+			memset(x, 0, len);
+			hmm_mirror_set_policy(mirror, HMM_POLICY_MIGRATE);
+			first[r] = run_kernel(mirror, x, n);
+			{
+				struct hmm_device_stats st;
+
+				hmm_device_stats(dev, &st);
+				if (st.used < len)
+					die("the migrating policy left %llu of %zu bytes in host RAM",
+					    (unsigned long long)(len - st.used), len);
+			}
+			warm[r] = run_kernel(mirror, x, n);
+			hmm_mirror_set_policy(mirror, HMM_POLICY_MAP);
+			if (x[0] != 2 || x[n - 1] != 2)
+				failures++;
+			munmap(x, len);
+		}
 		if (verbose)
 			fprintf(stderr, "rep %d: memcpy %.1f ms, to device %.1f ms, to ram %.1f ms, "
 				"bare uffd %.2f us, fault-back %.2f us\n", r, cpy[r] * 1e3,
@@ -204,8 +297,16 @@ int main(int argc, char **argv)
 	line("bare userfaultfd round trip (baseline)", "us", median(bare, reps) * 1e6, -1, false);
 	line("CPU fault on a device page, brought back", "us", median(fault, reps) * 1e6,
 	     median(bare, reps) * 1e6, false);
+	line("x[i] += 1 on 2 CPU threads (baseline)", "ms", median(cpu, reps) * 1e3, -1, false);
+	line("kernel, pages mapped in place (POLICY_MAP)", "ms", median(map, reps) * 1e3,
+	     median(cpu, reps) * 1e3, false);
+	line("first kernel with POLICY_MIGRATE (moves all)", "ms", median(first, reps) * 1e3,
+	     median(cpu, reps) * 1e3, false);
+	line("kernel on the array in device memory", "ms", median(warm, reps) * 1e3,
+	     median(cpu, reps) * 1e3, false);
 	munmap(src, len);
 	munmap(dst, len);
+	hmm_mirror_destroy(mirror);
 	hmm_device_destroy(dev);
 	return failures ? 1 : 0;
 }
