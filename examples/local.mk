@@ -2,7 +2,7 @@
 # `make check` (examples/run.sh checks what each one prints).  Each builds
 # on its own with: cc FILE.c $(pkg-config --cflags --libs libhmm).
 EXAMPLES = examples/kernel_vadd examples/mirror_invalidate examples/migrate_fault_back \
-	examples/exclusive_atomics
+	examples/exclusive_atomics examples/matmul
 check_PROGRAMS += $(EXAMPLES)
 examples_kernel_vadd_SOURCES = examples/kernel_vadd.c
 examples_kernel_vadd_LDADD = libhmm/libhmm.la
@@ -16,5 +16,8 @@ examples_migrate_fault_back_LDFLAGS = $(AM_LDFLAGS) -no-install
 examples_exclusive_atomics_SOURCES = examples/exclusive_atomics.c
 examples_exclusive_atomics_LDADD = libhmm/libhmm.la
 examples_exclusive_atomics_LDFLAGS = $(AM_LDFLAGS) -no-install
+examples_matmul_SOURCES = examples/matmul.c
+examples_matmul_LDADD = libhmm/libhmm.la
+examples_matmul_LDFLAGS = $(AM_LDFLAGS) -no-install
 dist_check_SCRIPTS += examples/run.sh
 TESTS += examples/run.sh

@@ -39,4 +39,9 @@ expect migrate_fault_back \
 	"x[i] == 2 * i for all 131072 doubles: ok"
 expect exclusive_atomics "counter = 10000 device adds + 10000 CPU adds = 20000: ok" \
 	"the device took the page"
+expect matmul "explicit device buffers: checksum 69888987" \
+	"pages migrated to the device 96, back 32" \
+	"plain malloc'd pointers: checksum 69888987" \
+	"pages migrated to the device 0, back 0" \
+	"same result: yes"
 exit $fail

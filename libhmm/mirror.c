@@ -140,19 +140,31 @@ static bool mirror_invalidate(struct hmm_interval_notifier *sub,
 
 static const struct hmm_interval_notifier_ops mirror_ops = { .invalidate = mirror_invalidate };
 
+static bool pt_ops_complete(const struct hmm_pt_ops *o)
+{
+	return o->size == sizeof(*o) && o->create && o->destroy && o->map && o->unmap &&
+	       o->protect && o->lookup && o->walk && o->footprint;
+}
+
 HMM_EXPORT int hmm_mirror_create(struct hmm_device *dev, struct hmm_mirror **out)
+{
+	return hmm_mirror_create_pt(dev, NULL, out);
+}
+
+HMM_EXPORT int hmm_mirror_create_pt(struct hmm_device *dev, const struct hmm_pt_ops *ops,
+				    struct hmm_mirror **out)
 {
 	struct hmm_mirror *m;
 	int err;
 
-	if (!dev || !out)
+	if (!dev || !out || (ops && !pt_ops_complete(ops)))
 		return -EINVAL;
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
 	m->dev = dev;
 	m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
-	m->pt_ops = &hmm__pt_radix_ops;
+	m->pt_ops = ops ? ops : &hmm__pt_radix_ops;
 	m->tlb_gen = 1;
 	pthread_mutex_init(&m->lock, NULL);
 	hmm__fault_buffer_init(&m->faults);

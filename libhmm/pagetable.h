@@ -33,16 +33,14 @@
 #define HMM__PT_LARGE_SIZE (1ULL << HMM__PT_LARGE_SHIFT)
 
 /*
- * A page-table entry.  Bits 63..12 are the address, in this process, of the
- * memory backing the page (host RAM or a device pool page), 4 KiB aligned,
- * or 2 MiB aligned for a large entry; bits 11..0 are flags.  0 is "not
- * present"; every present entry has HMM__PTE_VALID.
+ * A page-table entry: the public format (HMM_PTE_* in hmm.h), under the
+ * internal names.
  */
-#define HMM__PTE_VALID     (1ULL << 0)
-#define HMM__PTE_WRITE     (1ULL << 1) /* the device may write; else read-only */
-#define HMM__PTE_DEVICE    (1ULL << 2) /* backed by device memory, not system memory */
-#define HMM__PTE_EXCLUSIVE (1ULL << 3) /* the device holds the page for atomics */
-#define HMM__PTE_LARGE     (1ULL << 4) /* set by the format on order-9 entries */
+#define HMM__PTE_VALID     HMM_PTE_VALID
+#define HMM__PTE_WRITE     HMM_PTE_WRITE
+#define HMM__PTE_DEVICE    HMM_PTE_DEVICE
+#define HMM__PTE_EXCLUSIVE HMM_PTE_EXCLUSIVE
+#define HMM__PTE_LARGE     HMM_PTE_LARGE
 #define HMM__PTE_FLAGS_MASK (HMM__PT_SIZE - 1)
 #define HMM__PTE_ADDR_MASK (~HMM__PTE_FLAGS_MASK)
 
@@ -62,56 +60,9 @@ static inline uint64_t hmm__pte_flags(uint64_t pte)
 	return pte & HMM__PTE_FLAGS_MASK;
 }
 
-/* ------------------------------------------------------------------------
- * The page-table ops.  Every range is [start, end) in bytes; a range that
- * reaches past HMM__VA_LIMIT is cut there.  No op takes a lock (see above).
- * ------------------------------------------------------------------------ */
-struct hmm__pt_ops {
-	const char *name;
-	/* Return: 0 with *pt set, -ENOMEM. */
-	int (*create)(void **pt);
-	/* Free the table and every level below it. */
-	void (*destroy)(void *pt);
-	/*
-	 * map() - install pte for [va, va + (4096 << order)).  order is 0
-	 * (4 KiB) or 9 (2 MiB); va and the pte's address are aligned to the
-	 * size and the pte has HMM__PTE_VALID.  The format sets HMM__PTE_LARGE
-	 * on order-9 entries and clears it on order-0 ones.  Whatever was there
-	 * is replaced: a large entry over small ones frees the table below it;
-	 * a small entry inside a large one first drops the large one entirely.
-	 * Return: 0; -EINVAL (order, alignment, va >= 2^47, pte not VALID);
-	 * -ENOMEM (nothing changed).
-	 */
-	int (*map)(void *pt, uint64_t va, uint64_t pte, unsigned order);
-	/*
-	 * unmap() - clear every entry that overlaps [start, end); a large entry
-	 * partly inside is dropped whole (an invalidation may always drop more
-	 * than asked: the device refaults).  Never fails, never allocates.
-	 * Return: the number of 4 KiB pages that were present and are now gone
-	 * (a dropped large entry counts 512).
-	 */
-	uint64_t (*unmap)(void *pt, uint64_t start, uint64_t end);
-	/*
-	 * protect() - clear the flag bits in clear (HMM__PTE_WRITE,
-	 * HMM__PTE_EXCLUSIVE, ...) on every entry overlapping [start, end); a
-	 * large entry partly inside is dropped whole instead.  VALID, LARGE and
-	 * the address bits of clear are ignored.  Never allocates.
-	 */
-	void (*protect)(void *pt, uint64_t start, uint64_t end, uint64_t clear);
-	/* The entry translating va and, if order is not NULL, its order; 0 if not present. */
-	uint64_t (*lookup)(void *pt, uint64_t va, unsigned *order);
-	/*
-	 * walk() - call fn for every present entry overlapping [start, end), in
-	 * address order, with the entry's own first address (a large entry
-	 * partly inside is reported with its 2 MiB aligned va).  fn must not
-	 * change the table.  Return: 0, or the first non-zero value fn returned
-	 * (the walk stops there).
-	 */
-	int (*walk)(void *pt, uint64_t start, uint64_t end,
-		    int (*fn)(void *arg, uint64_t va, uint64_t pte, unsigned order), void *arg);
-	/* Bytes of memory the table itself uses; an empty table is back at its create() size. */
-	size_t (*footprint)(void *pt);
-};
+/* The page-table ops are public (struct hmm_pt_ops in hmm.h): a driver
+ * prototype plugs in its own format with hmm_mirror_create_pt(). */
+#define hmm__pt_ops hmm_pt_ops
 
 /*
  * pt_radix.c - the reference format: four levels of 512 8-byte entries,

@@ -346,6 +346,7 @@ static size_t radix_footprint(void *p)
 }
 
 const struct hmm__pt_ops hmm__pt_radix_ops = {
+	.size = sizeof(struct hmm_pt_ops),
 	.name = "radix",
 	.create = radix_create,
 	.destroy = radix_destroy,
@@ -356,3 +357,8 @@ const struct hmm__pt_ops hmm__pt_radix_ops = {
 	.walk = radix_walk,
 	.footprint = radix_footprint,
 };
+
+HMM_EXPORT const struct hmm_pt_ops *hmm_pt_radix(void)
+{
+	return &hmm__pt_radix_ops;
+}

@@ -320,3 +320,238 @@ Test(mirror, concurrent_faults_are_served_in_batches_and_each_access_gets_its_da
 	pthread_barrier_destroy(&start);
 	munmap(p, READERS * READER_PAGES * PS);
 }
+
+/*
+ * -- a page-table format of the test's own, plugged in with
+ * hmm_mirror_create_pt: an open-addressing hash table of 4 KiB entries (no
+ * large entries), counting its calls.
+ */
+
+/* Entries installed through the format, by any table. */
+static unsigned long ht_maps_total;
+
+#define HT_EMPTY 0
+#define HT_GONE 1 /* a deleted slot: keys are (va >> 12) + 2 */
+
+struct ht {
+	uint64_t *keys, *ptes;
+	size_t cap, used; /* used counts live and deleted slots */
+	unsigned long maps, unmaps, lookups;
+};
+
+static size_t ht_slot(const struct ht *t, uint64_t key)
+{
+	return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 20) & (t->cap - 1);
+}
+
+static int ht_create(void **pt)
+{
+	struct ht *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	t->cap = 64;
+	t->keys = calloc(t->cap, sizeof(*t->keys));
+	t->ptes = calloc(t->cap, sizeof(*t->ptes));
+	if (!t->keys || !t->ptes) {
+		free(t->keys);
+		free(t->ptes);
+		free(t);
+		return -ENOMEM;
+	}
+	*pt = t;
+	return 0;
+}
+
+static void ht_destroy(void *pt)
+{
+	struct ht *t = pt;
+
+	free(t->keys);
+	free(t->ptes);
+	free(t);
+}
+
+/* The slot holding key, or (insert) the first free one on its probe path. */
+static size_t ht_find(const struct ht *t, uint64_t key, bool insert)
+{
+	size_t i = ht_slot(t, key), free_at = SIZE_MAX;
+
+	for (size_t n = 0; n < t->cap; n++, i = (i + 1) & (t->cap - 1)) {
+		if (t->keys[i] == key)
+			return i;
+		if (t->keys[i] == HT_GONE && free_at == SIZE_MAX)
+			free_at = i;
+		if (t->keys[i] == HT_EMPTY)
+			return insert ? (free_at != SIZE_MAX ? free_at : i) : SIZE_MAX;
+	}
+	return insert ? free_at : SIZE_MAX;
+}
+
+static int ht_grow(struct ht *t)
+{
+	struct ht bigger = { .cap = t->cap * 2 };
+
+	bigger.keys = calloc(bigger.cap, sizeof(*bigger.keys));
+	bigger.ptes = calloc(bigger.cap, sizeof(*bigger.ptes));
+	if (!bigger.keys || !bigger.ptes) {
+		free(bigger.keys);
+		free(bigger.ptes);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < t->cap; i++) {
+		if (t->keys[i] > HT_GONE) {
+			size_t j = ht_find(&bigger, t->keys[i], true);
+
+			bigger.keys[j] = t->keys[i];
+			bigger.ptes[j] = t->ptes[i];
+			bigger.used++;
+		}
+	}
+	free(t->keys);
+	free(t->ptes);
+	t->keys = bigger.keys;
+	t->ptes = bigger.ptes;
+	t->cap = bigger.cap;
+	t->used = bigger.used;
+	return 0;
+}
+
+static int ht_map(void *pt, uint64_t va, uint64_t pte, unsigned order)
+{
+	struct ht *t = pt;
+	uint64_t key = (va >> 12) + 2;
+	size_t i;
+
+	if (order != 0 || (va & (PS - 1)) || !(pte & HMM_PTE_VALID))
+		return -EINVAL; /* no large entries in this format */
+	if (2 * (t->used + 1) > t->cap && ht_grow(t))
+		return -ENOMEM;
+	i = ht_find(t, key, true);
+	if (t->keys[i] != key) {
+		if (t->keys[i] == HT_EMPTY)
+			t->used++;
+		t->keys[i] = key;
+	}
+	t->ptes[i] = pte & ~HMM_PTE_LARGE;
+	t->maps++;
+	__atomic_add_fetch(&ht_maps_total, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static uint64_t ht_unmap(void *pt, uint64_t start, uint64_t end)
+{
+	struct ht *t = pt;
+	uint64_t gone = 0;
+
+	t->unmaps++;
+	for (size_t i = 0; i < t->cap; i++) {
+		uint64_t va = (t->keys[i] - 2) << 12;
+
+		if (t->keys[i] > HT_GONE && va >= (start & ~(PS - 1)) && va < end) {
+			t->keys[i] = HT_GONE;
+			gone++;
+		}
+	}
+	return gone;
+}
+
+static void ht_protect(void *pt, uint64_t start, uint64_t end, uint64_t clear)
+{
+	struct ht *t = pt;
+
+	clear &= ~(HMM_PTE_VALID | HMM_PTE_LARGE) & (PS - 1);
+	for (size_t i = 0; i < t->cap; i++) {
+		uint64_t va = (t->keys[i] - 2) << 12;
+
+		if (t->keys[i] > HT_GONE && va >= (start & ~(PS - 1)) && va < end)
+			t->ptes[i] &= ~clear;
+	}
+}
+
+static uint64_t ht_lookup(void *pt, uint64_t va, unsigned *order)
+{
+	struct ht *t = pt;
+	size_t i = ht_find(t, (va >> 12) + 2, false);
+
+	t->lookups++;
+	if (order)
+		*order = 0;
+	return i == SIZE_MAX ? 0 : t->ptes[i];
+}
+
+static int ht_walk(void *pt, uint64_t start, uint64_t end,
+		   int (*fn)(void *arg, uint64_t va, uint64_t pte, unsigned order), void *arg)
+{
+	for (uint64_t va = start & ~(PS - 1); va < end; va += PS) {
+		uint64_t pte = ht_lookup(pt, va, NULL);
+		int r = pte ? fn(arg, va, pte, 0) : 0;
+
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static size_t ht_footprint(void *pt)
+{
+	struct ht *t = pt;
+
+	return sizeof(*t) + t->cap * 2 * sizeof(uint64_t);
+}
+
+static const struct hmm_pt_ops ht_ops = {
+	.size = sizeof(struct hmm_pt_ops), .name = "hash", .create = ht_create,
+	.destroy = ht_destroy, .map = ht_map, .unmap = ht_unmap, .protect = ht_protect,
+	.lookup = ht_lookup, .walk = ht_walk, .footprint = ht_footprint,
+};
+
+static void double_it(struct hmm_kernel *k, void *arg)
+{
+	uint64_t *x = arg, i = hmm_kernel_item(k);
+
+	hmm_st_u64(k, &x[i], 2 * hmm_ld_u64(k, &x[i]));
+}
+
+Test(mirror, a_page_table_format_of_the_drivers_own_serves_faults_invalidations_and_kernels)
+{
+	struct hmm_pt_ops bad = ht_ops;
+	struct hmm_device *d;
+	struct hmm_mirror *m;
+	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+					 .memory = 1 << 20, .numa_node = -1, .compute_units = 2 };
+	uint64_t *x = (uint64_t *)anon(64, PROT_READ | PROT_WRITE);
+	unsigned char *buf = malloc(64 * PS);
+	struct hmm_mirror_stats st;
+	size_t n = 64 * PS / 8;
+
+	cr_assert_eq(hmm_device_create(&cfg, &d), 0);
+	bad.unmap = NULL;
+	cr_assert_eq(hmm_mirror_create_pt(d, &bad, &m), -EINVAL, "a NULL op");
+	bad = ht_ops;
+	bad.size = 8;
+	cr_assert_eq(hmm_mirror_create_pt(d, &bad, &m), -EINVAL, "a wrong size");
+	cr_assert_not_null(hmm_pt_radix());
+	cr_assert_eq(hmm_pt_radix()->size, sizeof(struct hmm_pt_ops));
+	cr_assert_eq(hmm_mirror_create_pt(d, &ht_ops, &m), 0);
+	for (size_t i = 0; i < n; i++)
+		x[i] = i;
+	cr_assert_eq(hmm_mirror_read(m, (uint64_t)(uintptr_t)x, buf, 64 * PS), 0);
+	cr_assert_eq(memcmp(buf, x, 64 * PS), 0);
+	cr_assert_eq(ht_maps_total, 64, "the mirror mapped through the test's format");
+	cr_assert_eq(hmm_launch(m, n, double_it, x), 0);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(x[i], 2 * i, "x[%zu]", i);
+	hmm_mirror_stats(m, &st);
+	cr_assert_eq(st.mapped_pages, 64);
+	/* An invalidation goes through the format's unmap. */
+	cr_assert_eq(madvise(x, 32 * PS, MADV_DONTNEED), 0);
+	hmm_mirror_stats(m, &st);
+	cr_assert_eq(st.mapped_pages, 32);
+	cr_assert_eq(hmm_mirror_read(m, (uint64_t)(uintptr_t)x, buf, 8), 0);
+	cr_assert_eq(((uint64_t *)buf)[0], 0, "the cleared page reads zero");
+	hmm_mirror_destroy(m);
+	cr_assert_eq(hmm_device_destroy(d), 0);
+	free(buf);
+	munmap(x, 64 * PS);
+}

@@ -520,6 +520,79 @@ int hmm_device_destroy(struct hmm_device *dev);
 /** struct hmm_mirror - a device's view of this process (opaque). */
 struct hmm_mirror;
 
+/*
+ * Device page tables.  A mirror translates through a page table in a format
+ * of its own, behind an ops table: the reference format (hmm_pt_radix()),
+ * a four-level radix tree of 512-entry tables with 4 KiB leaves and 2 MiB
+ * entries, or one a driver prototype plugs in with hmm_mirror_create_pt().
+ *
+ * An entry is 64 bits: bits 63..12 are the address, in this process, of the
+ * memory behind the page (host RAM or device memory), 4 KiB aligned (2 MiB
+ * for a large entry); bits 11..0 are HMM_PTE_* flags.  0 is "not present";
+ * every present entry has HMM_PTE_VALID.  The compute units' TLBs cache
+ * entries as the format returns them, so every format keeps this layout.
+ *
+ * Every range is [start, end) in bytes, below 2^47.  No op takes a lock:
+ * the mirror calls them under its own lock, one at a time.
+ */
+#define HMM_PTE_VALID (1ULL << 0)
+#define HMM_PTE_WRITE (1ULL << 1)     /* the device may write; else read-only */
+#define HMM_PTE_DEVICE (1ULL << 2)    /* device memory, not system memory */
+#define HMM_PTE_EXCLUSIVE (1ULL << 3) /* held by the device for atomics */
+#define HMM_PTE_LARGE (1ULL << 4)     /* set by the format on order-9 entries */
+
+/**
+ * struct hmm_pt_ops - a page-table format.
+ * @size: sizeof(struct hmm_pt_ops).
+ * @name: the format's name, for messages.
+ * @create: make an empty table in *pt.  Return: 0, -ENOMEM.
+ * @destroy: free the table and everything below it.
+ * @map: install pte for [va, va + (4096 << order)); order is 0 (4 KiB) or
+ *	9 (2 MiB), va and the pte's address aligned to the size, the pte
+ *	VALID.  Set HMM_PTE_LARGE on order-9 entries, clear it on others.
+ *	Replace what was there: a large entry over small ones drops them; a
+ *	small entry inside a large one drops the large one first.  Return: 0;
+ *	-EINVAL (bad order or alignment, or a format without large entries
+ *	asked for one); -ENOMEM (nothing changed).
+ * @unmap: clear every entry overlapping [start, end); a large entry partly
+ *	inside goes whole.  Never fails, never allocates.  Return: the 4 KiB
+ *	pages that were present (a large entry counts 512).
+ * @protect: clear the flags in clear on every entry overlapping [start,
+ *	end); a large entry partly inside is dropped instead.  Never allocates.
+ * @lookup: the entry translating va (0 if none), and its order in *order
+ *	when order is not NULL.
+ * @walk: call fn for every present entry overlapping [start, end), in
+ *	address order, with the entry's own first address; fn must not change
+ *	the table.  Return: 0, or the first non-zero value fn returned.
+ * @footprint: bytes the table itself uses.
+ */
+struct hmm_pt_ops {
+	uint32_t size;
+	const char *name;
+	int (*create)(void **pt);
+	void (*destroy)(void *pt);
+	int (*map)(void *pt, uint64_t va, uint64_t pte, unsigned int order);
+	uint64_t (*unmap)(void *pt, uint64_t start, uint64_t end);
+	void (*protect)(void *pt, uint64_t start, uint64_t end, uint64_t clear);
+	uint64_t (*lookup)(void *pt, uint64_t va, unsigned int *order);
+	int (*walk)(void *pt, uint64_t start, uint64_t end,
+		    int (*fn)(void *arg, uint64_t va, uint64_t pte, unsigned int order),
+		    void *arg);
+	size_t (*footprint)(void *pt);
+};
+
+/** hmm_pt_radix() - the reference format, for mirrors and for wrapping. */
+const struct hmm_pt_ops *hmm_pt_radix(void);
+
+/**
+ * hmm_mirror_create_pt() - hmm_mirror_create() with the page-table format
+ * ops (NULL: the reference format).  The ops must outlive the mirror.
+ * Return: as hmm_mirror_create(); -EINVAL also for ops of another size or
+ * with a NULL function.
+ */
+int hmm_mirror_create_pt(struct hmm_device *dev, const struct hmm_pt_ops *ops,
+			 struct hmm_mirror **out);
+
 /**
  * hmm_mirror_create() - let the device use this process's memory.
  *
