@@ -8,7 +8,17 @@ fail=0
 expect() {
 	prog=$1
 	shift
-	out=$("$dir/$prog" 2>&1)
+	args=
+	for a in "$@"; do
+		[ "$a" = "--" ] && args=yes
+	done
+	if [ -n "$args" ]; then
+		# expect PROG LINE... -- ARG: run PROG ARG (one argument).
+		eval "arg=\${$#}"
+		out=$("$dir/$prog" "$arg" 2>&1)
+	else
+		out=$("$dir/$prog" 2>&1)
+	fi
 	status=$?
 	printf '%s\n' "$out" | sed "s/^/$prog: /"
 	if [ $status -ne 0 ]; then
@@ -17,6 +27,7 @@ expect() {
 		return
 	fi
 	for want in "$@"; do
+		[ "$want" = "--" ] && break
 		printf '%s\n' "$out" | grep -qF -- "$want" || {
 			echo "$prog: FAILED: no line with: $want"
 			fail=1
@@ -44,4 +55,18 @@ expect matmul "explicit device buffers: checksum 69888987" \
 	"plain malloc'd pointers: checksum 69888987" \
 	"pages migrated to the device 0, back 0" \
 	"same result: yes"
+# The same product on matrices in a file of an hmmfs mount, when FUSE is
+# there (make check runs as root; a plain user may not mount).
+me=run.sh
+bin=${HMMFS_BIN:-hmmfs/hmmfs}
+. "${HMMFS_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+if command -v fusermount3 >/dev/null 2>&1 && [ -c /dev/fuse ] && [ -x "$bin" ]; then
+	hmmfs_mount "devices=1,device_mem=16M"
+	expect matmul "hmmfs file: 256 KiB on device 0 before the launch" \
+		"hmmfs file: checksum 69888987" \
+		"hmmfs file: 0 KiB on device 0 after, 64 pages brought back by faults" \
+		"same result: yes" -- "$mnt"
+else
+	echo "run.sh: matmul on an hmmfs file: skipped (no FUSE here)"
+fi
 exit $fail

@@ -63,7 +63,7 @@ struct migration {
 	fuse_ino_t ino;
 	struct hmmfs_inode *inode; /* pinned until the reply */
 	struct hmm_migrate args;
-	int own_fd;                /* open_own_fd's, or -errno; 0: not yet */
+	int own_fd;                /* open_own_fd's, or -errno */
 	uint64_t indices[MIGRATE_CHUNK_PAGES];      /* the chunk's MOVING pages */
 	uint64_t found[MIGRATE_CHUNK_PAGES];        /* scratch: indices of batch[] */
 	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
@@ -283,15 +283,6 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 		return 0;
 
 	/* Take the pages from the CPU; the kernel reports no errors here. */
-	if (!m->own_fd) {
-		m->own_fd = open_own_fd(m);
-		if (m->own_fd < 0 && !mig.warned) {
-			mig.warned = true;
-			fprintf(stderr, "hmmfs: cannot open a file by handle to migrate it (%s); "
-				"migrations are not serialized against write(2)\n",
-				strerror(-m->own_fd));
-		}
-	}
 	take_from_cpu(m, m->own_fd, (off_t)(indices[0] << hmmfs.page_shift),
 		      (off_t)((indices[n - 1] - indices[0] + 1) << hmmfs.page_shift));
 
@@ -400,6 +391,25 @@ static void migrate(struct migration *m)
 	uint64_t first = m->args.offset >> hmmfs.page_shift, end, size, need = 0;
 	struct hmm__pool *to = hmm__mem_pool(&hmmfs.mem, m->args.dest);
 	int err = 0;
+
+	m->own_fd = open_own_fd(m);
+	if (m->own_fd < 0 && !mig.warned) {
+		mig.warned = true;
+		fprintf(stderr, "hmmfs: cannot open a file by handle to migrate it (%s); "
+			"migrations are not serialized against write(2), and data stored "
+			"through a mapping over a hole moves only once written back\n",
+			strerror(-m->own_fd));
+	}
+	/*
+	 * Stores through a mapping may sit in dirty page-cache pages over what
+	 * is still a hole here, and a hole does not move: write the range back
+	 * first, so that what moves is what the program wrote.
+	 */
+	if (m->own_fd >= 0)
+		sync_file_range(m->own_fd, (off64_t)m->args.offset,
+				(off64_t)m->args.length,
+				SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+				SYNC_FILE_RANGE_WAIT_AFTER);
 
 	pthread_rwlock_rdlock(&m->inode->data_lock);
 	size = m->inode->file.size;

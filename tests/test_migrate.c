@@ -873,6 +873,31 @@ static int storing_child(const char *path, int to_parent, int from_parent)
 	return 0;
 }
 
+/* Stores over holes live only in the page cache until written back; they
+ * must move like any data, not be skipped as holes. */
+Test(migrate, mmap_stores_over_holes_not_yet_written_back_move_with_the_migration)
+{
+	long long size = 8 * page();
+	int fd = create_file("holes"), *locs = new_locs(8, PRIV);
+	unsigned char *p, *want = malloc(size);
+	struct hmm_migrate m;
+
+	cr_assert_eq(ftruncate(fd, size), 0);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert_neq(p, MAP_FAILED);
+	pattern_fill(want, size, 0, 61);
+	memcpy(p, want, size); /* no msync: dirty in the page cache only */
+	cr_assert_eq(hmm_file_migrate(fd, 0, 0, PRIV, &m), 0);
+	cr_assert_eq(m.moved, 8, "moved %llu of 8 pages", (unsigned long long)m.moved);
+	expect_locs(fd, locs, size, "after migrating stores over holes");
+	munmap(p, size);
+	cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	expect_bytes(fd, 0, want, size, "the stores, from the device");
+	free(want);
+	free(locs);
+	close(fd);
+}
+
 Test(migrate, mmap_stores_of_another_process_made_just_before_a_migration_survive_it)
 {
 	long long size = STORE_PAGES * page();
