@@ -58,7 +58,7 @@ static void service(struct hmm_mirror *m, struct hmm__fault *f, unsigned n)
 	qsort(f, n, sizeof(*f), by_page);
 	/* The policy first.  A migrating one maps ahead only what it moved:
 	 * a fault inside a window it already acted on ends where that did. */
-	if (__atomic_load_n(&m->policy, __ATOMIC_RELAXED) != HMM_POLICY_MAP) {
+	if (__atomic_load_n(&m->advice.any, __ATOMIC_RELAXED)) {
 		for (unsigned k = 0; k < n; k++) {
 			if (f[k].page < done && f[k].end > done)
 				f[k].end = done;

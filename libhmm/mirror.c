@@ -168,6 +168,7 @@ HMM_EXPORT int hmm_mirror_create_pt(struct hmm_device *dev, const struct hmm_pt_
 	m->tlb_gen = 1;
 	pthread_mutex_init(&m->lock, NULL);
 	hmm__fault_buffer_init(&m->faults);
+	hmm__advice_init(&m->advice);
 	err = m->pt_ops->create(&m->pt);
 	if (err)
 		goto out_free;
@@ -194,6 +195,7 @@ out_pt:
 	m->pt_ops->destroy(m->pt);
 out_free:
 	hmm__fault_buffer_destroy(&m->faults);
+	hmm__advice_destroy(&m->advice);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 	return err;
@@ -211,6 +213,7 @@ HMM_EXPORT void hmm_mirror_destroy(struct hmm_mirror *m)
 	pthread_mutex_unlock(&m->dev->lock);
 	m->pt_ops->destroy(m->pt);
 	hmm__fault_buffer_destroy(&m->faults);
+	hmm__advice_destroy(&m->advice);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 }

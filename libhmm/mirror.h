@@ -45,6 +45,22 @@ struct __attribute__((aligned(64))) hmm__cu {
 
 struct hmm__launch;
 
+/* policy.c: the ranges a program advised a policy for. */
+struct hmm__advised {
+	uint64_t start, end;
+	unsigned policy;
+};
+
+struct hmm__advice {
+	pthread_mutex_t lock;         /* a leaf */
+	struct hmm__advised *r;       /* disjoint ranges, in no order */
+	size_t n, cap;
+	bool any;                     /* atomic: n != 0 */
+};
+
+void hmm__advice_init(struct hmm__advice *a);
+void hmm__advice_destroy(struct hmm__advice *a);
+
 /* fault.c: the device fault buffer (see the top of fault.c). */
 #define HMM__FAULT_BUFFER 64
 
@@ -83,7 +99,7 @@ struct hmm_mirror {
 	struct hmm__cu *cus;           /* written before ncus is published */
 	unsigned ncus;                 /* atomic */
 	struct hmm__fault_buffer faults;
-	unsigned policy;               /* atomic: HMM_POLICY_* (policy.c) */
+	struct hmm__advice advice;     /* policy.c */
 };
 
 /*

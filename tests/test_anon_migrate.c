@@ -577,9 +577,9 @@ static void add_one(struct hmm_kernel *k, void *arg)
 	hmm_st_u64(k, &x[i], hmm_ld_u64(k, &x[i]) + 1);
 }
 
-Test(anon, the_migrate_policy_moves_faulting_pages_to_the_device_first)
+Test(anon, advised_ranges_move_to_the_device_when_it_faults_and_nothing_else_does)
 {
-	uint64_t *x = (uint64_t *)anon_map(64);
+	uint64_t *x = (uint64_t *)anon_map(64), *other = (uint64_t *)anon_map(8);
 	unsigned char *buf = malloc(16 * PS);
 	size_t n = 64 * PS / 8;
 	uint64_t block = ((((uint64_t)(uintptr_t)x) | ((2 << 20) - 1)) + 1 - (uint64_t)(uintptr_t)x) / PS;
@@ -588,27 +588,44 @@ Test(anon, the_migrate_policy_moves_faulting_pages_to_the_device_first)
 		block = 64;
 	for (size_t i = 0; i < n; i++)
 		x[i] = i;
-	cr_assert_eq(hmm_mirror_set_policy(mir, 7), -EINVAL);
-	cr_assert_eq(hmm_mirror_set_policy(NULL, HMM_POLICY_MAP), -EINVAL);
-	cr_assert_eq(hmm_mirror_set_policy(mir, HMM_POLICY_MIGRATE), 0);
-	/* A device read migrates the 2 MiB block it faults in (within the
-	 * mapping). */
+	memset(other, 1, 8 * PS);
+	cr_assert_eq(hmm_mirror_advise(mir, x, 64 * PS, 7), -EINVAL);
+	cr_assert_eq(hmm_mirror_advise(mir, x, 64 * PS - 1, HMM_POLICY_MIGRATE), -EINVAL);
+	cr_assert_eq(hmm_mirror_advise(mir, x, 0, HMM_POLICY_MIGRATE), -EINVAL);
+	cr_assert_eq(hmm_mirror_advise(NULL, x, PS, HMM_POLICY_MIGRATE), -EINVAL);
+	cr_assert_eq(hmm_mirror_advise(mir, x, 64 * PS, HMM_POLICY_MIGRATE), 0);
+	/* A device read moves the 2 MiB block it faults in, within the range. */
 	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)x, buf, 16 * PS), 0);
 	cr_assert_eq(dstats(dev).pages_in, block);
 	cr_assert_eq(memcmp(buf, x, 16 * PS), 0, "the CPU's read brings the pages back equal");
-	/* A kernel over the whole array runs on device memory. */
+	/* A kernel over the whole array runs on device memory; memory not
+	 * advised stays where it is. */
 	cr_assert_eq(hmm_launch(mir, n, add_one, x), 0);
+	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)other, buf, 8 * PS), 0);
+	cr_assert_eq(dstats(dev).used, 64 * PS, "exactly the advised range is on the device");
 	/* Every page once, and again those the CPU's read brought back. */
 	cr_assert_eq(dstats(dev).pages_in, 64 + (block < 16 ? block : 16));
-	cr_assert_eq(dstats(dev).used, 64 * PS, "every page is on the device after the kernel");
 	for (size_t i = 0; i < n; i++)
 		cr_assert_eq(x[i], i + 1, "x[%zu]", i);
 	cr_assert_eq(dstats(dev).used, 0);
-	cr_assert_eq(hmm_mirror_set_policy(mir, HMM_POLICY_MAP), 0);
+	/* Advice back to mapping: nothing moves any more. */
+	cr_assert_eq(hmm_mirror_advise(mir, x, 64 * PS, HMM_POLICY_MAP), 0);
 	cr_assert_eq(hmm_launch(mir, n, add_one, x), 0);
 	cr_assert_eq(dstats(dev).used, 0, "mapping in place moves nothing");
 	for (size_t i = 0; i < n; i++)
 		cr_assert_eq(x[i], i + 2, "x[%zu]", i);
+	/* Advice over part of a range splits it (fresh pages: the device has
+	 * not mapped them yet). */
+	cr_assert_eq(munmap(x, 64 * PS), 0);
+	x = (uint64_t *)anon_map(64);
+	memset(x, 3, 64 * PS);
+	cr_assert_eq(hmm_mirror_advise(mir, x, 64 * PS, HMM_POLICY_MIGRATE), 0);
+	cr_assert_eq(hmm_mirror_advise(mir, x + 16 * PS / 8, 16 * PS, HMM_POLICY_MAP), 0);
+	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)(x + 16 * PS / 8), buf, PS), 0);
+	cr_assert_eq(dstats(dev).used, 0, "the middle is no longer advised");
+	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)(x + 48 * PS / 8), buf, PS), 0);
+	cr_assert_gt(dstats(dev).used, 0, "the end still is");
 	free(buf);
+	munmap(other, 8 * PS);
 	munmap(x, 64 * PS);
 }

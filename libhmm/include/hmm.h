@@ -658,21 +658,26 @@ struct hmm_mirror_stats {
 /** hmm_mirror_stats() - read the counters.  Return: 0, -EINVAL. */
 int hmm_mirror_stats(struct hmm_mirror *mirror, struct hmm_mirror_stats *stats);
 
-/* Where a device fault puts system memory (hmm_mirror_set_policy()). */
+/* Where a device fault puts system memory (hmm_mirror_advise()). */
 #define HMM_POLICY_MAP 0     /* map the pages where they are (default) */
 #define HMM_POLICY_MIGRATE 1 /* migrate anonymous pages to the device first */
 
 /**
- * hmm_mirror_set_policy() - choose what the device's faults do with pages
- * of system memory: map them in place (HMM_POLICY_MAP), or first migrate
- * the private anonymous pages of the fault's window, at least to the end
- * of its 2 MiB block and within the faulting page's mapping, into the
- * device's memory (HMM_POLICY_MIGRATE, as hmm_migrate_to_device() does;
- * what cannot move is mapped in place).  Applies to the faults that
- * follow: pages already mapped stay where they are.
- * Return: 0; -EINVAL.
+ * hmm_mirror_advise() - choose what the device's faults do with the pages
+ * of [addr, addr + len) (page aligned), as cudaMemAdvise sets a preferred
+ * location: map them in place (HMM_POLICY_MAP, the default everywhere), or
+ * first migrate the private anonymous pages of the fault's window into the
+ * device's memory, at least to the end of its 2 MiB block but never past
+ * the advised range (HMM_POLICY_MIGRATE, as hmm_migrate_to_device() does;
+ * what cannot move is mapped in place).  Advice replaces earlier advice
+ * over the same pages, and applies to the faults that follow: pages the
+ * device has already mapped stay where they are.  Advise only memory the
+ * program owns whole pages of: a page shared with other allocations moves
+ * with them.
+ * Return: 0; -EINVAL (misaligned or empty range, unknown policy); -ENOMEM.
  */
-int hmm_mirror_set_policy(struct hmm_mirror *mirror, unsigned int policy);
+int hmm_mirror_advise(struct hmm_mirror *mirror, const void *addr, size_t len,
+		      unsigned int policy);
 
 /**
  * hmm_make_device_exclusive() - give the mirror's device exclusive access
@@ -918,7 +923,9 @@ int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src, size_t le
 
 /**
  * hmm_migrate_to_device() - move the anonymous pages of [start, start +
- * len) to dev, all three phases with dev's DMA engines.
+ * len) to dev, all three phases with dev's DMA engines.  Whole pages move:
+ * migrate memory whose pages the program owns whole (see BUGS in
+ * hmm_migrate_vma(3)).
  * @moved: if not NULL, the number of pages that moved.
  * Return: 0; -ENOENT (some pages could not move: shared, file-backed or
  * unmapped memory, or pages used by another process); -ENOSPC (the device

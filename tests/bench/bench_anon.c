@@ -17,7 +17,8 @@
  *  6. x[i] += 1 over MIB MiB of doubles on CPU threads (baseline for 7-9);
  *  7. the same as a device kernel with HMM_POLICY_MAP, pages mapped in
  *     place (warm: second launch);
- *  8. its first launch with HMM_POLICY_MIGRATE: the faults move the array;
+ *  8. its first launch with the array advised HMM_POLICY_MIGRATE: the
+ *     faults move it;
  *  9. a warm launch on the array now in device memory.
  * Nothing is asserted: the machine is shared and noisy.  The exit status
  * is 1 only when the benchmark could not run or a result was wrong.
@@ -255,7 +256,6 @@ int main(int argc, char **argv)
 
 			memset(x, 0, len);
 			cpu[r] = run_cpu(x, n);
-			hmm_mirror_set_policy(mirror, HMM_POLICY_MAP);
 			run_kernel(mirror, x, n);
 			map[r] = run_kernel(mirror, x, n);
 			if (x[0] != 3 || x[n - 1] != 3)
@@ -264,7 +264,8 @@ int main(int argc, char **argv)
 			/* A fresh array: the policy acts on faults only. */
 			x = (double *)map_anon(len);
 			memset(x, 0, len);
-			hmm_mirror_set_policy(mirror, HMM_POLICY_MIGRATE);
+			if (hmm_mirror_advise(mirror, x, len, HMM_POLICY_MIGRATE))
+				die("advise: out of memory");
 			first[r] = run_kernel(mirror, x, n);
 			{
 				struct hmm_device_stats st;
@@ -275,7 +276,7 @@ int main(int argc, char **argv)
 					    (unsigned long long)(len - st.used), len);
 			}
 			warm[r] = run_kernel(mirror, x, n);
-			hmm_mirror_set_policy(mirror, HMM_POLICY_MAP);
+			hmm_mirror_advise(mirror, x, len, HMM_POLICY_MAP);
 			if (x[0] != 2 || x[n - 1] != 2)
 				failures++;
 			munmap(x, len);
