@@ -37,6 +37,11 @@ void hmmfs_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* Without keep_cache every open drops the page cache, even pages that
 	 * other processes have mapped. */
 	fi->keep_cache = 1;
+	/* The migration thread's own opens (migrate.c): its close(2) must not
+	 * write the file back (FLUSH does, without the file's lock); it writes
+	 * back with fsync(2), under it. */
+	if (hmmfs_migrate_opened_by(fuse_req_ctx(req)->pid))
+		fi->noflush = 1;
 	if (fuse_reply_open(req, fi) != 0)
 		hmmfs_inode_unref(inode, 0, 1, 0);
 }

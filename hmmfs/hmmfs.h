@@ -295,6 +295,7 @@ int hmmfs_migrate_start(void);
 void hmmfs_migrate_refuse(void);
 void hmmfs_migrate_stop(void);
 bool hmmfs_migrate_fsync(fuse_req_t req, fuse_ino_t ino);
+bool hmmfs_migrate_opened_by(pid_t pid);
 void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		    struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		    size_t in_bufsz, size_t out_bufsz);

@@ -91,6 +91,7 @@ static struct {
 		off_t off, len;
 	} take_req;
 	pthread_cond_t taken;           /* take_req.state left TAKE_RUNNING */
+	pid_t tid;                      /* atomic: the migration thread's */
 	bool warned;                    /* about unserialized invalidation */
 } mig = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -402,14 +403,14 @@ static void migrate(struct migration *m)
 	}
 	/*
 	 * Stores through a mapping may sit in dirty page-cache pages over what
-	 * is still a hole here, and a hole does not move: write the range back
-	 * first, so that what moves is what the program wrote.
+	 * is still a hole here, and a hole does not move: write the file back
+	 * first, so that what moves is what the program wrote.  With fsync(2),
+	 * which holds the file's i_rwsem meanwhile: a write-back racing a
+	 * write(2) could carry the page as it was before the write reached it
+	 * (sync_file_range, which takes no lock, lost writes in the race test).
 	 */
 	if (m->own_fd >= 0)
-		sync_file_range(m->own_fd, (off64_t)m->args.offset,
-				(off64_t)m->args.length,
-				SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-				SYNC_FILE_RANGE_WAIT_AFTER);
+		fsync(m->own_fd);
 
 	pthread_rwlock_rdlock(&m->inode->data_lock);
 	size = m->inode->file.size;
@@ -445,8 +446,18 @@ static void migrate(struct migration *m)
 	hmmfs_inode_unpin(m->inode);
 }
 
+/*
+ * hmmfs_migrate_opened_by() - is pid (a FUSE request's thread) the
+ * migration thread, which opens files itself?
+ */
+bool hmmfs_migrate_opened_by(pid_t pid)
+{
+	return pid == __atomic_load_n(&mig.tid, __ATOMIC_RELAXED);
+}
+
 static void *migration_thread(void *arg)
 {
+	__atomic_store_n(&mig.tid, (pid_t)gettid(), __ATOMIC_RELAXED);
 	for (;;) {
 		struct migration *m;
 

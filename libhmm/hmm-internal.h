@@ -420,15 +420,25 @@ void hmm__anon_reap(void);
  * hmm__anon_make_exclusive() - give owner exclusive access to the pages of
  * [start, end) (page aligned): their data moves to host pages only owner
  * maps, and a CPU access faults and puts it back (HMM_NOTIFY_EXCLUSIVE).
+ * If add is not NULL, its atomic is done on its page as the page is taken
+ * (add->done), or the page was not taken (then try again).
  * Context: no libhmm lock held.
  * Return: 0; -EFAULT (a page that is not private anonymous writable memory
  * used by this process alone, or unmapped meanwhile); -EBUSY (a page is
  * being migrated, on a device, or exclusive to another device); -ENOMEM;
  * -EOPNOTSUPP.
  */
-int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t end);
+/* A device atomic to do on a page hmm__anon_make_exclusive takes, at the
+ * moment it takes it: add v to the aligned word at va; old, done are out. */
+struct hmm__exclusive_add {
+	uint64_t va, v, old;
+	bool done;
+};
+int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t end,
+			     struct hmm__exclusive_add *add);
 /* The host page holding va's data while it is exclusive to owner, or NULL. */
 void *hmm__anon_exclusive_mem(const void *owner, uint64_t va);
+
 
 /* ------------------------------------------------------------------------
  * cpufault.c - the userfaultfd that serves CPU faults on anonymous memory

@@ -651,15 +651,16 @@ static void restore_exclusive_range(uint64_t start, uint64_t end, const void *on
 }
 
 /* Rounds of hmm__anon_make_exclusive before giving up with -EBUSY. */
-#define EXCLUSIVE_RETRIES 64
+#define EXCLUSIVE_RETRIES 4096
 
-int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t end)
+int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t end,
+			     struct hmm__exclusive_add *add)
 {
 	uint64_t ps = page_size(), n = (end - start) / ps;
 	struct hmm_notifier_range r = { start, end, HMM_NOTIFY_EXCLUSIVE, owner };
 	uint8_t *snap = malloc(n);
 	void **copies = calloc(n, sizeof(*copies));
-	bool *mine = calloc(n, sizeof(*mine));
+	bool *mine = calloc(n, sizeof(*mine)), any = false;
 	int err;
 
 	if (!snap || !copies || !mine) {
@@ -747,6 +748,8 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 				entry_drop(start + i * ps);
 		memset(mine, 0, n * sizeof(*mine));
 		if (err || tries == EXCLUSIVE_RETRIES) {
+			/* Pages that keep changing hands (a CPU thread using
+			 * them all the time) can exhaust the rounds: -EBUSY. */
 			pthread_mutex_unlock(&anon.lock);
 			err = err ? err : -EBUSY;
 			goto out;
@@ -770,7 +773,9 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 	for (uint64_t i = 0; i < n; i++)
 		if (mine[i] && !err)
 			err = hmm__cpufault_register(start + i * ps, start + (i + 1) * ps);
-	if (!err) {
+	for (uint64_t i = 0; i < n && !any; i++)
+		any = mine[i];
+	if (!err && any) {
 		/* Devices drop the pages; then CPU writes wait, and the data is
 		 * copied while it cannot change. */
 		hmm__invalidate_start(&r);
@@ -805,6 +810,18 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 		p->present = false;
 		p->mem = copies[i];
 		copies[i] = NULL;
+	}
+	/* The atomic that faulted, while the page is surely held: it makes
+	 * progress however often the CPU takes the page back afterwards. */
+	if (add && !err) {
+		struct anon_page *p = entry(add->va & ~(ps - 1));
+
+		if (p && p->state == ANON_EXCLUSIVE && p->dev == owner) {
+			add->old = __atomic_fetch_add((uint64_t *)((char *)p->mem +
+								   (add->va & (ps - 1))),
+						      add->v, __ATOMIC_SEQ_CST);
+			add->done = true;
+		}
 	}
 	pthread_cond_broadcast(&anon.settled);
 	pthread_mutex_unlock(&anon.lock);

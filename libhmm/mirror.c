@@ -384,7 +384,7 @@ static int map_exclusive(struct hmm_mirror *m, uint64_t start, uint64_t end)
 	for (int tries = 0; tries < EXCLUSIVE_TRIES; tries++) {
 		uint64_t seq, mapped = 0;
 		bool all = true;
-		int err = hmm__anon_make_exclusive(m->dev, start, end);
+		int err = hmm__anon_make_exclusive(m->dev, start, end, NULL);
 
 		if (err)
 			return err;
@@ -450,6 +450,7 @@ HMM_EXPORT int hmm_mirror_atomic_add_u64(struct hmm_mirror *m, uint64_t va, uint
 	page = va & ~(m->page_size - 1);
 	hmm__launch_quiesce_self();
 	for (int tries = 0; tries < EXCLUSIVE_TRIES; tries++) {
+		struct hmm__exclusive_add add = { .va = va, .v = v };
 		uint64_t pte, o;
 		int err;
 
@@ -467,10 +468,18 @@ HMM_EXPORT int hmm_mirror_atomic_add_u64(struct hmm_mirror *m, uint64_t va, uint
 			return 0;
 		}
 		pthread_mutex_unlock(&m->lock);
-		/* An atomic fault: take the page exclusive, then replay. */
-		err = map_exclusive(m, page, page + m->page_size);
+		/* An atomic fault: take the page exclusive, then replay.  Even if
+		 * the CPU takes the page back before it is mapped, the atomic is
+		 * done once on the page while it is held, so it always ends. */
+		err = hmm__anon_make_exclusive(m->dev, page, page + m->page_size, &add);
 		if (err)
 			return err;
+		if (add.done) {
+			map_exclusive(m, page, page + m->page_size); /* for the next ones */
+			if (old)
+				*old = add.old;
+			return 0;
+		}
 	}
 	return -EBUSY;
 }
