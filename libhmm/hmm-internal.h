@@ -390,13 +390,15 @@ int hmm__vma_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
  * migrate.c - anonymous memory on devices (the public hmm_migrate_vma_*).
  * ------------------------------------------------------------------------ */
 /*
- * hmm__anon_lookup() - for hmm_range_fault, a page with no CPU page: if it
- * is on the device owner, *out is its output word (VALID, the device
- * memory's frame; the caller adds WRITE); if it is being migrated, wait
- * for that to end.  Return: 1 (*out set), 0 (not on that device: absent),
+ * hmm__anon_lookup() - for hmm_range_fault, before it trusts the CPU page
+ * table: if the page is on the device owner, *out is its output word
+ * (VALID, the device memory's frame; the caller adds WRITE); if it is being
+ * migrated (even with its CPU page still there), wait for that to end.  Return: 1 (*out set), 0 (not on that device: absent),
  * -EBUSY (a migration ended meanwhile: look again).
  */
 int hmm__anon_lookup(const void *owner, uint64_t va, uint64_t *out);
+/* Is any page in migrate.c's table (a lockless hint)? */
+bool hmm__anon_any(void);
 /*
  * hmm__anon_cpu_fault() - the CPU faulted on page va of a registered range
  * (wp: a write to a write-protected page; else a missing page).  Brings

@@ -71,6 +71,7 @@ struct anon_page {
 	bool invalid;           /* unmapped or cleared while moving */
 	bool present;           /* TO_DEVICE: a CPU page was there (write-protected) */
 	bool host;              /* mem is host memory (exclusive access), not the device's */
+	const void *mig;        /* moving: the migration (its args) that owns the move */
 	struct anon_page *next_dead;
 };
 
@@ -349,6 +350,7 @@ static int setup_system(struct hmm_migrate_vma *a)
 		}
 		__atomic_add_fetch(&anon.count, 1, __ATOMIC_RELAXED);
 		p->state = ANON_TO_DEVICE;
+		p->mig = a;
 		p->dev = a->pgmap_owner;
 		p->present = present;
 		a->src[i] = HMM_MIGRATE_PFN_MIGRATE | (present ? hmm_migrate_pfn((void *)(uintptr_t)va) : 0) |
@@ -414,6 +416,7 @@ static void setup_device(struct hmm_migrate_vma *a)
 		if (!p || p->state != ANON_DEVICE || p->dev != a->pgmap_owner)
 			continue;
 		p->state = ANON_TO_RAM;
+		p->mig = a;
 		a->src[i] = hmm_migrate_pfn(p->mem) | HMM_MIGRATE_PFN_MIGRATE;
 		a->cpages++;
 	}
@@ -495,7 +498,7 @@ HMM_EXPORT void hmm_migrate_vma_pages(struct hmm_migrate_vma *a)
 
 		if (i < a->npages && collected(a, i)) {
 			p = entry(va);
-			ok = p && !p->invalid && (a->dst[i] & HMM_MIGRATE_PFN_VALID);
+			ok = p && p->mig == a && !p->invalid && (a->dst[i] & HMM_MIGRATE_PFN_VALID);
 			if (!ok)
 				a->src[i] &= ~HMM_MIGRATE_PFN_MIGRATE;
 		}
@@ -515,11 +518,16 @@ HMM_EXPORT void hmm_migrate_vma_pages(struct hmm_migrate_vma *a)
 			run = UINT64_MAX;
 		}
 	}
-	/* To a device: the CPU pages go (every page still collected is
-	 * committed); a fault on them now waits for finalize. */
-	if (any)
-		for_runs(a, collected, zap_run);
 	pthread_mutex_unlock(&anon.lock);
+	/* To a device: the CPU pages go (every page still collected is
+	 * committed); a fault on them now waits for finalize.  Devices drop
+	 * them first: none may use a CPU page after it went. */
+	if (any) {
+		invalidate_migrate(a);
+		pthread_mutex_lock(&anon.lock);
+		for_runs(a, collected, zap_run);
+		pthread_mutex_unlock(&anon.lock);
+	}
 }
 
 HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
@@ -537,9 +545,11 @@ HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
 		struct anon_page *p = entry(va);
 		void *dst = a->dst[i] & HMM_MIGRATE_PFN_VALID ? hmm_migrate_pfn_to_addr(a->dst[i]) : NULL;
 
-		if (!p || (p->state != ANON_TO_DEVICE && p->state != ANON_TO_RAM) ||
-		    p->dev != dev)
+		/* Only this migration's pages: a page restored from exclusive
+		 * access, or moved by another migration, is not ours. */
+		if (!p || p->mig != a)
 			continue;
+		p->mig = NULL;
 		if (p->state == ANON_TO_DEVICE) {
 			if (p->committed && !p->invalid) {
 				p->state = ANON_DEVICE;
@@ -1047,6 +1057,11 @@ void hmm__anon_evict_device(const void *dev)
 }
 
 /* ------------------------------------------------------ the CPU and devices */
+
+bool hmm__anon_any(void)
+{
+	return __atomic_load_n(&anon.count, __ATOMIC_RELAXED) != 0;
+}
 
 int hmm__anon_lookup(const void *owner, uint64_t va, uint64_t *out)
 {

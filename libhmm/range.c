@@ -446,6 +446,7 @@ static int fill_error(struct walk *w, size_t i, size_t j)
 static int walk_vma(struct walk *w, const struct vma *v, size_t i, size_t j, size_t *resume)
 {
 	struct hmm_range *range = w->range;
+	bool anon = hmm__anon_any() && !v->shared;
 	uint8_t pg[CHUNK];
 
 	if (!v->read || v->special)
@@ -465,8 +466,10 @@ static int walk_vma(struct walk *w, const struct vma *v, size_t i, size_t j, siz
 
 			if (write && !v->write)
 				return -EPERM;
-			if (!(pg[k] & PG_PRESENT)) {
-				/* Anonymous memory on a device has no CPU page. */
+			if (anon) {
+				/* Anonymous memory on a device has no CPU page, and
+				 * a page being migrated must not be mapped even if
+				 * its CPU page is still there. */
 				int found = hmm__anon_lookup(range->dev_private_owner, addr, &out);
 
 				if (found < 0)

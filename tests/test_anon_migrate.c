@@ -634,3 +634,135 @@ Test(anon, advised_ranges_move_to_the_device_when_it_faults_and_nothing_else_doe
 	munmap(other, 8 * PS);
 	munmap(x, 64 * PS);
 }
+
+/*
+ * -- everything at once: migrations between two devices and back, a CPU
+ * writer and a device reader on the migrating buffer, CPU and device
+ * atomics on one word, and kernels on a range advised to migrate.  Found a
+ * device entry outliving its CPU page and a migration finishing another's
+ * page when it ran outside the test suite; every invariant is checked.
+ */
+#define ALL_PAGES 64
+#define ALL_SECONDS 2
+
+struct all {
+	uint64_t *a, *w, *c;
+	int stop;
+	uint64_t writes[ALL_PAGES], cpu_adds, dev_adds;
+	long launches;
+	int errors;
+};
+
+static void *all_migrator(void *arg)
+{
+	struct all *s = arg;
+
+	for (int i = 0; !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE); i++) {
+		int rc = hmm_migrate_to_device(i % 2 ? dev : dev2, s->a, ALL_PAGES * PS, NULL);
+
+		if (rc && rc != -ENOENT && rc != -ENOSPC)
+			__atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+		if (i % 3 == 0 && hmm_migrate_to_ram(s->a, ALL_PAGES * PS, NULL))
+			__atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void *all_writer(void *arg)
+{
+	struct all *s = arg;
+
+	for (unsigned i = 0; !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE); i++) {
+		unsigned pg = (i * 7) % ALL_PAGES;
+
+		s->a[pg * (PS / 8)]++;
+		s->writes[pg]++;
+	}
+	return NULL;
+}
+
+static void *all_reader(void *arg)
+{
+	struct all *s = arg;
+	unsigned char *buf = malloc(ALL_PAGES * PS);
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE))
+		if (hmm_mirror_read(mir, (uint64_t)(uintptr_t)s->a, buf, ALL_PAGES * PS))
+			__atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+	free(buf);
+	return NULL;
+}
+
+static void *all_cpu_adds(void *arg)
+{
+	struct all *s = arg;
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		__atomic_fetch_add(s->w, 1, __ATOMIC_SEQ_CST);
+		s->cpu_adds++;
+		usleep(10);
+	}
+	return NULL;
+}
+
+static void *all_device_adds(void *arg)
+{
+	struct all *s = arg;
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		if (hmm_mirror_atomic_add_u64(mir2, (uint64_t)(uintptr_t)s->w, 1, NULL))
+			__atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+		else
+			s->dev_adds++;
+		usleep(10);
+	}
+	return NULL;
+}
+
+static void *all_launcher(void *arg)
+{
+	struct all *s = arg;
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		if (hmm_launch(mir2, ALL_PAGES * PS / 8, add_one, s->c))
+			__atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+		else
+			s->launches++;
+	}
+	return NULL;
+}
+
+Test(anon, migrations_faults_atomics_and_kernels_all_at_once_keep_every_invariant)
+{
+	void *(*fns[])(void *) = { all_migrator, all_writer, all_reader, all_cpu_adds,
+				   all_device_adds, all_launcher };
+	struct all *s = calloc(1, sizeof(*s));
+	pthread_t t[6];
+
+	s->a = (uint64_t *)anon_map(ALL_PAGES);
+	s->w = (uint64_t *)anon_map(1);
+	s->c = (uint64_t *)anon_map(ALL_PAGES);
+	memset(s->a, 0, ALL_PAGES * PS);
+	memset(s->c, 0, ALL_PAGES * PS);
+	*s->w = 0;
+	cr_assert_eq(hmm_mirror_advise(mir2, s->c, ALL_PAGES * PS, HMM_POLICY_MIGRATE), 0);
+	for (int i = 0; i < 6; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, fns[i], s), 0);
+	sleep(ALL_SECONDS);
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < 6; i++)
+		pthread_join(t[i], NULL);
+	cr_assert_eq(s->errors, 0);
+	for (int pg = 0; pg < ALL_PAGES; pg++)
+		cr_assert_eq(s->a[pg * (PS / 8)], s->writes[pg], "page %d lost writes", pg);
+	cr_assert_eq(*s->w, s->cpu_adds + s->dev_adds);
+	for (size_t i = 0; i < ALL_PAGES * PS / 8; i++)
+		cr_assert_eq(s->c[i], (uint64_t)s->launches, "c[%zu] after %ld launches", i,
+			     s->launches);
+	cr_log_info("%ld launches, %llu CPU and %llu device adds", s->launches,
+		    (unsigned long long)s->cpu_adds, (unsigned long long)s->dev_adds);
+	munmap(s->a, ALL_PAGES * PS);
+	munmap(s->w, PS);
+	munmap(s->c, ALL_PAGES * PS);
+	free(s);
+}
