@@ -523,10 +523,16 @@ HMM_EXPORT void hmm_migrate_vma_pages(struct hmm_migrate_vma *a)
 	 * committed); a fault on them now waits for finalize.  Devices drop
 	 * them first: none may use a CPU page after it went. */
 	if (any) {
-		invalidate_migrate(a);
+		/* Bracketing the zap, as the kernel brackets a page-table change:
+		 * a range fault that began after the end sees the pages gone. */
+		struct hmm_notifier_range r = { a->start, a->end, HMM_NOTIFY_MIGRATE,
+						a->pgmap_owner };
+
+		hmm__invalidate_start(&r);
 		pthread_mutex_lock(&anon.lock);
 		for_runs(a, collected, zap_run);
 		pthread_mutex_unlock(&anon.lock);
+		hmm__invalidate_end(&r);
 	}
 }
 
@@ -670,7 +676,7 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 	struct hmm_notifier_range r = { start, end, HMM_NOTIFY_EXCLUSIVE, owner };
 	uint8_t *snap = malloc(n);
 	void **copies = calloc(n, sizeof(*copies));
-	bool *mine = calloc(n, sizeof(*mine)), any = false;
+	bool *mine = calloc(n, sizeof(*mine)), any = false, started = false;
 	int err;
 
 	if (!snap || !copies || !mine) {
@@ -787,9 +793,10 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 		any = mine[i];
 	if (!err && any) {
 		/* Devices drop the pages; then CPU writes wait, and the data is
-		 * copied while it cannot change. */
+		 * copied while it cannot change.  The invalidation ends once the
+		 * CPU pages are gone (below), as the kernel brackets a change. */
 		hmm__invalidate_start(&r);
-		hmm__invalidate_end(&r);
+		started = true;
 		for (uint64_t i = 0; i < n && !err; i++)
 			if (mine[i])
 				err = hmm__cpufault_protect(start + i * ps, start + (i + 1) * ps, true);
@@ -835,6 +842,8 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 	}
 	pthread_cond_broadcast(&anon.settled);
 	pthread_mutex_unlock(&anon.lock);
+	if (started)
+		hmm__invalidate_end(&r);
 	hmm__cpufault_kick();
 out:
 	if (copies)
