@@ -211,10 +211,11 @@ void hmm__anon_reap(void)
 
 	if (!__atomic_load_n(&anon.dead, __ATOMIC_RELAXED))
 		return;
+	/* Under the lock, so that hmm__anon_evict_device, which takes it,
+	 * knows no page of its device is still being freed. */
 	pthread_mutex_lock(&anon.lock);
 	p = anon.dead;
 	anon.dead = NULL;
-	pthread_mutex_unlock(&anon.lock);
 	while (p) {
 		struct anon_page *next = p->next_dead;
 
@@ -225,6 +226,7 @@ void hmm__anon_reap(void)
 		free(p);
 		p = next;
 	}
+	pthread_mutex_unlock(&anon.lock);
 }
 
 /* In a child after fork(): no registration, no subscription, no devices
@@ -1060,9 +1062,43 @@ void hmm__anon_evict(uint64_t start, uint64_t end)
 	evict(start, end, NULL);
 }
 
+/* Does any page of the table belong to dev?  Context: anon.lock held. */
+static bool device_has_pages(const void *dev, bool *moving)
+{
+	uint64_t index = 0;
+	struct anon_page *p;
+	bool any = false;
+
+	*moving = false;
+	while ((p = hmm__radix_next(&anon.pages, &index))) {
+		if (p->dev == dev) {
+			any = true;
+			if (p->state == ANON_TO_DEVICE || p->state == ANON_TO_RAM)
+				*moving = true;
+		}
+		index++;
+	}
+	return any;
+}
+
 void hmm__anon_evict_device(const void *dev)
 {
-	evict(0, HMM__VA_LIMIT, dev);
+	bool moving;
+
+	/* Bring everything back, then wait for what was moving meanwhile (a
+	 * CPU fault bringing a page back) and for the reaper, which frees
+	 * pages under the lock. */
+	for (int round = 0; round < 64; round++) {
+		evict(0, HMM__VA_LIMIT, dev);
+		pthread_mutex_lock(&anon.lock);
+		if (!device_has_pages(dev, &moving)) {
+			pthread_mutex_unlock(&anon.lock);
+			return;
+		}
+		if (moving)
+			pthread_cond_wait(&anon.settled, &anon.lock);
+		pthread_mutex_unlock(&anon.lock);
+	}
 }
 
 /* ------------------------------------------------------ the CPU and devices */

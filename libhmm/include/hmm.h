@@ -512,7 +512,10 @@ int hmm_device_create(const struct hmm_device_config *cfg, struct hmm_device **o
 /**
  * hmm_device_destroy() - stop the device's engines and free its memory.
  *
- * Context: its mirror must have been destroyed.
+ * Anonymous memory on the device comes back to host RAM first, and CPU
+ * faults bringing pages back meanwhile are waited for.
+ * Context: its mirror must have been destroyed, and no migration to the
+ * device (hmm_migrate_vma_setup() with it as owner) may be under way.
  * Return: 0, -EBUSY (it still has a mirror: nothing was done).
  */
 int hmm_device_destroy(struct hmm_device *dev);
