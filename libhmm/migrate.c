@@ -87,6 +87,9 @@ static struct {
 	.settled = PTHREAD_COND_INITIALIZER,
 };
 
+/* Set by the cpufault monitor while it brings a page back for a CPU fault. */
+static __thread bool serving_cpu_fault;
+
 static uint64_t page_size(void)
 {
 	static uint64_t ps;
@@ -583,8 +586,8 @@ HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
 		}
 		p->state = ANON_DEVICE;
 	}
-	pthread_cond_broadcast(&anon.settled);
-	pthread_mutex_unlock(&anon.lock);
+	/* Counted before the lock goes: once no page of the device is in
+	 * the table, hmm_device_destroy may free it. */
 	if (a->flags == HMM_MIGRATE_VMA_SELECT_SYSTEM && pages_in) {
 		bytes_in = pages_in * ps;
 		__atomic_add_fetch(&dev->core->counters.pages_in, pages_in, __ATOMIC_RELAXED);
@@ -593,7 +596,12 @@ HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
 	if (pages_out) {
 		__atomic_add_fetch(&dev->core->counters.pages_out, pages_out, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&dev->core->counters.bytes_out, pages_out * ps, __ATOMIC_RELAXED);
+		if (serving_cpu_fault)
+			__atomic_add_fetch(&dev->core->counters.cpu_faults, pages_out,
+					   __ATOMIC_RELAXED);
 	}
+	pthread_cond_broadcast(&anon.settled);
+	pthread_mutex_unlock(&anon.lock);
 	if (unprotect)
 		for_runs(a, collected_present, unprotect_run);
 	/* Pages placed back in host RAM: their faults may go on now. */
@@ -1169,11 +1177,11 @@ int hmm__anon_cpu_fault(uint64_t va, bool wp)
 	}
 	dev = p->dev;
 	pthread_mutex_unlock(&anon.lock);
-	/* migrate_to_ram: the three phases on this page; finalize wakes the
-	 * faulting thread, counted first. */
-	__atomic_add_fetch(&dev->core->counters.cpu_faults, 1, __ATOMIC_RELAXED);
-	if (to_ram(dev, va, va + ps) <= 0)
-		__atomic_sub_fetch(&dev->core->counters.cpu_faults, 1, __ATOMIC_RELAXED);
+	/* migrate_to_ram: the three phases on this page; finalize counts the
+	 * CPU fault (while the device surely exists) and wakes the thread. */
+	serving_cpu_fault = true;
+	to_ram(dev, va, va + ps);
+	serving_cpu_fault = false;
 	/* Whatever happened (someone else moved it, it went away), the thread
 	 * must not sleep on: it faults again if it must. */
 	hmm__cpufault_wake(va, va + ps);
