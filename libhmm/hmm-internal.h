@@ -383,8 +383,6 @@ void hmm__range_force_fallback(unsigned mask);
  * stale as soon as it returns.  Return: 0, -ENOMEM, -errno.
  */
 int hmm__snapshot(uint64_t start, size_t n, uint8_t *out);
-/* The mapping containing addr: 0 with [*start, *end), -ENOENT, -errno. */
-int hmm__vma_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
 
 /* ------------------------------------------------------------------------
  * migrate.c - anonymous memory on devices (the public hmm_migrate_vma_*).

@@ -127,17 +127,39 @@ static void entry_drop(uint64_t va)
 	__atomic_sub_fetch(&anon.count, 1, __ATOMIC_RELAXED);
 }
 
+/* Is the page in the middle of a migration (faults and lookups wait)? */
+static bool moving(const struct anon_page *p)
+{
+	return p->state == ANON_TO_DEVICE || p->state == ANON_TO_RAM;
+}
+
+/*
+ * The first page at or after page index *index, up to last, in state (and
+ * of device only, if set), with *index set to it; or NULL.
+ * Context: anon.lock held.
+ */
+static struct anon_page *find_entry(uint64_t *index, uint64_t last, enum anon_state state,
+				    const void *only)
+{
+	struct anon_page *p;
+
+	while ((p = hmm__radix_next(&anon.pages, index)) && *index <= last) {
+		if (p->state == state && (!only || p->dev == only))
+			return p;
+		(*index)++;
+	}
+	return NULL;
+}
+
 /* ------------------------------------------------------------ devices' pages */
 
 HMM_EXPORT int hmm_device_page_alloc(struct hmm_device *dev, void **page)
 {
 	bool zeroed;
-	int err;
 
 	if (!dev || !page)
 		return -EINVAL;
-	err = hmm__pool_alloc(&dev->core->pool, page, &zeroed);
-	return err;
+	return hmm__pool_alloc(&dev->core->pool, page, &zeroed);
 }
 
 HMM_EXPORT void hmm_device_page_free(struct hmm_device *dev, void *page)
@@ -543,7 +565,7 @@ HMM_EXPORT void hmm_migrate_vma_pages(struct hmm_migrate_vma *a)
 
 HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
 {
-	uint64_t ps = page_size(), bytes_in = 0, pages_in = 0, pages_out = 0;
+	uint64_t ps = page_size(), pages_in = 0, pages_out = 0;
 	struct hmm_device *dev;
 	bool unprotect = false;
 
@@ -588,10 +610,9 @@ HMM_EXPORT void hmm_migrate_vma_finalize(struct hmm_migrate_vma *a)
 	}
 	/* Counted before the lock goes: once no page of the device is in
 	 * the table, hmm_device_destroy may free it. */
-	if (a->flags == HMM_MIGRATE_VMA_SELECT_SYSTEM && pages_in) {
-		bytes_in = pages_in * ps;
+	if (pages_in) {
 		__atomic_add_fetch(&dev->core->counters.pages_in, pages_in, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&dev->core->counters.bytes_in, bytes_in, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&dev->core->counters.bytes_in, pages_in * ps, __ATOMIC_RELAXED);
 	}
 	if (pages_out) {
 		__atomic_add_fetch(&dev->core->counters.pages_out, pages_out, __ATOMIC_RELAXED);
@@ -657,21 +678,14 @@ static void restore_exclusive_range(uint64_t start, uint64_t end, const void *on
 	uint64_t index = start / page_size(), last = (end - 1) / page_size();
 
 	for (;;) {
-		struct anon_page *p;
-		uint64_t va = 0;
+		bool found;
 
 		pthread_mutex_lock(&anon.lock);
-		while ((p = hmm__radix_next(&anon.pages, &index)) && index <= last) {
-			if (p->state == ANON_EXCLUSIVE && (!only || p->dev == only)) {
-				va = index * page_size();
-				break;
-			}
-			index++;
-		}
+		found = find_entry(&index, last, ANON_EXCLUSIVE, only);
 		pthread_mutex_unlock(&anon.lock);
-		if (!va)
+		if (!found)
 			return;
-		restore_exclusive(va);
+		restore_exclusive(index * page_size());
 		index++;
 	}
 }
@@ -789,8 +803,7 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 				restore_exclusive(busy);
 				continue;
 			}
-			while ((p = entry(busy)) && (p->state == ANON_TO_DEVICE ||
-						     p->state == ANON_TO_RAM))
+			while ((p = entry(busy)) && moving(p))
 				pthread_cond_wait(&anon.settled, &anon.lock);
 		}
 		pthread_mutex_unlock(&anon.lock);
@@ -1015,13 +1028,10 @@ static struct hmm_device *next_device_page(uint64_t *va, uint64_t end, const voi
 	struct anon_page *p;
 
 	pthread_mutex_lock(&anon.lock);
-	while ((p = hmm__radix_next(&anon.pages, &index)) && index <= last) {
-		if (p->state == ANON_DEVICE && (!only || p->dev == only)) {
-			dev = p->dev;
-			*va = index * page_size();
-			break;
-		}
-		index++;
+	p = find_entry(&index, last, ANON_DEVICE, only);
+	if (p) {
+		dev = p->dev;
+		*va = index * page_size();
 	}
 	pthread_mutex_unlock(&anon.lock);
 	return dev;
@@ -1071,18 +1081,18 @@ void hmm__anon_evict(uint64_t start, uint64_t end)
 }
 
 /* Does any page of the table belong to dev?  Context: anon.lock held. */
-static bool device_has_pages(const void *dev, bool *moving)
+static bool device_has_pages(const void *dev, bool *busy)
 {
 	uint64_t index = 0;
 	struct anon_page *p;
 	bool any = false;
 
-	*moving = false;
+	*busy = false;
 	while ((p = hmm__radix_next(&anon.pages, &index))) {
 		if (p->dev == dev) {
 			any = true;
-			if (p->state == ANON_TO_DEVICE || p->state == ANON_TO_RAM)
-				*moving = true;
+			if (moving(p))
+				*busy = true;
 		}
 		index++;
 	}
@@ -1091,7 +1101,7 @@ static bool device_has_pages(const void *dev, bool *moving)
 
 void hmm__anon_evict_device(const void *dev)
 {
-	bool moving;
+	bool busy;
 
 	/* Bring everything back, then wait for what was moving meanwhile (a
 	 * CPU fault bringing a page back) and for the reaper, which frees
@@ -1099,11 +1109,11 @@ void hmm__anon_evict_device(const void *dev)
 	for (int round = 0; round < 64; round++) {
 		evict(0, HMM__VA_LIMIT, dev);
 		pthread_mutex_lock(&anon.lock);
-		if (!device_has_pages(dev, &moving)) {
+		if (!device_has_pages(dev, &busy)) {
 			pthread_mutex_unlock(&anon.lock);
 			return;
 		}
-		if (moving)
+		if (busy)
 			pthread_cond_wait(&anon.settled, &anon.lock);
 		pthread_mutex_unlock(&anon.lock);
 	}
@@ -1130,9 +1140,9 @@ int hmm__anon_lookup(const void *owner, uint64_t va, uint64_t *out)
 			*out = HMM_PFN_VALID | ((uint64_t)(uintptr_t)p->mem >> 12);
 			found = 1;
 		}
-	} else if (p && (p->state == ANON_TO_DEVICE || p->state == ANON_TO_RAM)) {
+	} else if (p && moving(p)) {
 		/* Being migrated: wait, as the kernel waits on a migration entry. */
-		while ((p = entry(va)) && (p->state == ANON_TO_DEVICE || p->state == ANON_TO_RAM))
+		while ((p = entry(va)) && moving(p))
 			pthread_cond_wait(&anon.settled, &anon.lock);
 		found = -EBUSY;
 	}

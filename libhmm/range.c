@@ -716,26 +716,3 @@ out:
 	walk_close(&w);
 	return err;
 }
-
-/*
- * hmm__vma_bounds() - the mapping that contains addr (hmm-internal.h).
- * Return: 0 with [*start, *end) set; -ENOENT if addr is not mapped; -errno.
- */
-int hmm__vma_bounds(uint64_t addr, uint64_t *start, uint64_t *end)
-{
-	struct walk w;
-	struct vma v;
-	int err = walk_open(&w, (size_t)sysconf(_SC_PAGESIZE));
-
-	if (err)
-		return err;
-	err = vma_find(&w, addr, &v);
-	if (!err && v.start > addr)
-		err = -ENOENT;
-	if (!err) {
-		*start = v.start;
-		*end = v.end;
-	}
-	walk_close(&w);
-	return err;
-}
