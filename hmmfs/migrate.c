@@ -437,7 +437,7 @@ static void migrate(struct migration *m)
 									  : MIGRATE_CHUNK_PAGES);
 	/* Closed before the reply, so that the caller never sees the file
 	 * open longer than its own migration. */
-	if (m->own_fd > 0)
+	if (m->own_fd >= 0)
 		close(m->own_fd);
 	if (err)
 		fuse_reply_err(m->req, -err);

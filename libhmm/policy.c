@@ -33,8 +33,25 @@
 /* The block a migrating fault moves at least (to its end). */
 #define MIGRATE_BLOCK (2ULL << 20)
 
-/* Drop [start, end) from the advice, splitting ranges.  Context: lock held.
- * Return: 0, -ENOMEM (nothing changed). */
+/* Room for need ranges.  Context: lock held.  Return: 0, -ENOMEM. */
+static int advice_reserve(struct hmm__advice *a, size_t need)
+{
+	size_t cap = need < 8 ? 8 : need * 2;
+	void *r;
+
+	if (need <= a->cap)
+		return 0;
+	r = realloc(a->r, cap * sizeof(*a->r));
+	if (!r)
+		return -ENOMEM;
+	a->r = r;
+	a->cap = cap;
+	return 0;
+}
+
+/* Drop [start, end) from the advice, splitting ranges, with room for one
+ * more range after.  Context: lock held.  Return: 0, -ENOMEM (nothing
+ * changed). */
 static int advice_cut(struct hmm__advice *a, uint64_t start, uint64_t end)
 {
 	size_t extra = 0;
@@ -42,15 +59,8 @@ static int advice_cut(struct hmm__advice *a, uint64_t start, uint64_t end)
 	for (size_t i = 0; i < a->n; i++)
 		if (a->r[i].start < start && a->r[i].end > end)
 			extra++;
-	if (a->n + extra > a->cap) {
-		size_t cap = (a->n + extra) * 2;
-		void *r = realloc(a->r, cap * sizeof(*a->r));
-
-		if (!r)
-			return -ENOMEM;
-		a->r = r;
-		a->cap = cap;
-	}
+	if (advice_reserve(a, a->n + extra + 1))
+		return -ENOMEM;
 	for (size_t i = 0; i < a->n;) {
 		struct hmm__advised *r = &a->r[i];
 
@@ -87,19 +97,8 @@ HMM_EXPORT int hmm_mirror_advise(struct hmm_mirror *m, const void *addr, size_t 
 	a = &m->advice;
 	pthread_mutex_lock(&a->lock);
 	err = advice_cut(a, start, end);
-	if (!err && policy != HMM_POLICY_MAP) {
-		if (a->n == a->cap) {
-			size_t cap = a->cap ? a->cap * 2 : 8;
-			void *r = realloc(a->r, cap * sizeof(*a->r));
-
-			if (!r)
-				err = -ENOMEM;
-			else
-				a->r = r, a->cap = cap;
-		}
-		if (!err)
-			a->r[a->n++] = (struct hmm__advised){ start, end, policy };
-	}
+	if (!err && policy != HMM_POLICY_MAP)
+		a->r[a->n++] = (struct hmm__advised){ start, end, policy };
 	if (!err)
 		__atomic_store_n(&a->any, a->n != 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&a->lock);
