@@ -145,6 +145,10 @@ struct hmmfs_inode {
 			/* bytes being dropped from the page cache (fence.c) */
 			uint64_t fence_off, fence_end;
 			unsigned nfences;
+			/* its own memory on each device (pool.c, owned memory),
+			 * so that clients can map its device pages; NULL until
+			 * a page first moves to a device */
+			struct hmm__pool_owner **devmem;
 		} file;
 		struct hmmfs_dir dir;         /* S_IFDIR; protected by fs->ns_lock */
 		char *symlink;                /* S_IFLNK; immutable */
@@ -244,6 +248,9 @@ int hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len);
 int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len);
 int64_t hmmfs_pages_seek(struct hmmfs_inode *f, uint64_t off, int whence);
 void hmmfs_pages_free_all(struct hmmfs_inode *f);
+/* struct hmm__mem's owned(): the file's own memory on device loc, made on
+ * first use.  Context: f->data_lock held for writing. */
+struct hmm__pool_owner **hmmfs_pages_devmem(void *owner, int loc);
 uint64_t hmmfs_pages_count(struct hmmfs_inode *f);
 bool hmmfs_pages_range_is_hole(struct hmmfs_inode *f, uint64_t off, uint64_t len);
 

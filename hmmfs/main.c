@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 
@@ -309,7 +310,17 @@ static unsigned ndevice_cfg;
  */
 static int start_devices(void)
 {
+	struct rlimit nofile;
 	int err;
+
+	/* A file's pages on a device live in a memfd of its own, one
+	 * descriptor per file and device (pool.c, owned memory): allow as
+	 * many as the hard limit does.  Past it, device memory is anonymous. */
+	if (ndevice_cfg && getrlimit(RLIMIT_NOFILE, &nofile) == 0 &&
+	    nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 
 	for (unsigned i = 0; i < ndevice_cfg; i++) {
 		err = hmm__device_create(i, &device_cfg[i], &hmmfs.devices[i]);
@@ -391,6 +402,7 @@ static int setup_fs(const struct options *o)
 	hmmfs.mem.host = &hmmfs.host;
 	hmmfs.mem.devices = hmmfs.devices;
 	hmmfs.mem.page_size = hmmfs.page_size;
+	hmmfs.mem.owned = hmmfs_pages_devmem;
 	pthread_rwlock_init(&hmmfs.ns_lock, NULL);
 	pthread_mutex_init(&hmmfs.ref_lock, NULL);
 	err = hmmfs_inode_new(S_IFDIR | (mode_t)mode, (uid_t)uid, (gid_t)gid, 0, &hmmfs.root);

@@ -451,4 +451,22 @@ void hmmfs_pages_free_all(struct hmmfs_inode *f)
 {
 	hmm__radix_truncate(&f->file.pages, 0, free_page, NULL);
 	f->file.size = 0;
+	if (f->file.devmem) {
+		for (unsigned k = 0; k < hmmfs.ndevices; k++)
+			hmm__pool_owner_destroy(&hmmfs.devices[k]->pool, f->file.devmem[k]);
+		free(f->file.devmem);
+		f->file.devmem = NULL;
+	}
+}
+
+struct hmm__pool_owner **hmmfs_pages_devmem(void *owner, int loc)
+{
+	struct hmmfs_inode *f = owner;
+
+	if (!f->file.devmem) {
+		f->file.devmem = calloc(hmmfs.ndevices, sizeof(*f->file.devmem));
+		if (!f->file.devmem)
+			return NULL; /* the device's anonymous memory, then */
+	}
+	return &f->file.devmem[loc];
 }

@@ -95,6 +95,9 @@ struct hmm__pool {
 	unsigned chunk_shift;
 	uint64_t nchunks;            /* protected by lock */
 	uint64_t nempty;             /* chunks with every page free; protected by lock */
+	struct hmm__chunk *idle, *idle_tail; /* owned chunks, every page free, memory
+					      * kept, oldest first; protected by lock */
+	uint64_t nheld;              /* owned chunks holding memory; protected by lock */
 };
 
 /*
@@ -126,6 +129,27 @@ int hmm__pool_alloc_bulk(struct hmm__pool *p, size_t n, void **pages);
 void hmm__pool_free_bulk(struct hmm__pool *p, void *const *pages, size_t n);
 /* Pages in use now. Context: takes p->lock. */
 uint64_t hmm__pool_used(struct hmm__pool *p);
+/*
+ * Owned memory (see pool.c): pages that belong to one object, carved from a
+ * memfd of the object's own that can be handed to another process.
+ *
+ * hmm__pool_alloc_owned() - n pages of the owner *owner, which is made on
+ * first use (*owner NULL), all or none, populated, contents undefined.
+ * Free them with hmm__pool_free/_free_bulk as any page.
+ * Context: takes p->lock; the caller serialises calls for one owner.
+ * Return: 0, -ENOSPC, -ENOMEM, or the memfd's errors (-EMFILE ...).
+ */
+struct hmm__pool_owner;
+int hmm__pool_alloc_owned(struct hmm__pool *p, struct hmm__pool_owner **owner, size_t n,
+			  void **pages);
+/* The owner's memfd: the pool keeps it; dup it to hand it out. */
+int hmm__pool_owner_fd(const struct hmm__pool_owner *o);
+/* Where an owned page lies in its owner's memfd.  Return: 0, -ENOENT (not
+ * an owned page).  Context: takes p->lock. */
+int hmm__pool_page_offset(struct hmm__pool *p, const void *page, uint64_t *offset);
+/* Punch out, unmap and close an owner's memory (other processes' mappings
+ * of it then read zeros).  Every one of its pages must be free.  NULL: nothing. */
+void hmm__pool_owner_destroy(struct hmm__pool *p, struct hmm__pool_owner *o);
 
 /* ------------------------------------------------------------------------
  * dma.c - DMA engines: copy threads, each with a queue, that model a
@@ -284,6 +308,13 @@ struct hmm__mem {
 	struct hmm__device **devices;
 	unsigned ndevices;
 	size_t page_size;
+	/*
+	 * Optional: where a page's owner keeps its share of device loc's
+	 * memory (pool.c, owned memory), so that its pages there can be
+	 * handed to other processes.  NULL, or NULL returned: the device's
+	 * anonymous memory.  Called under the owner's lock.
+	 */
+	struct hmm__pool_owner **(*owned)(void *owner, int loc);
 };
 
 /* What a page is doing; the owner's lock protects it. */

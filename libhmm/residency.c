@@ -207,6 +207,41 @@ static void commit_part(const struct hmm__mem *m, struct hmm__page **pages, cons
 }
 
 /*
+ * Memory at dest for n pages (pages[order[i]]): the owner's own where it
+ * keeps one there (a run of pages of the same owner at a time), else the
+ * location's pool.  All or nothing.
+ */
+static int alloc_at(const struct hmm__mem *m, int dest, struct hmm__page **pages,
+		    const size_t *order, size_t n, void **fresh)
+{
+	struct hmm__pool *to = hmm__mem_pool(m, dest);
+	size_t i = 0;
+	int err = 0;
+
+	if (dest == HMM__LOC_HOST || !m->owned)
+		return hmm__pool_alloc_bulk(to, n, fresh);
+	while (i < n && !err) {
+		void *owner = pages[order[i]]->owner;
+		struct hmm__pool_owner **slot = m->owned(owner, dest);
+		size_t j = i + 1;
+
+		while (j < n && pages[order[j]]->owner == owner)
+			j++;
+		if (slot)
+			err = hmm__pool_alloc_owned(to, slot, j - i, fresh + i);
+		/* Without memory of its own (no slot, or no descriptor left for
+		 * its memfd), the location's anonymous memory will do. */
+		if (!slot || (err && err != -ENOSPC))
+			err = hmm__pool_alloc_bulk(to, j - i, fresh + i);
+		if (!err)
+			i = j;
+	}
+	if (err)
+		hmm__pool_free_bulk(to, fresh, i);
+	return err;
+}
+
+/*
  * One part per source (the source decides which engines copy).  Every part
  * is allocated and submitted before any is committed, so an error leaves
  * every page where it was; committing a part overlaps the copies of the
@@ -259,7 +294,7 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
 		struct move_part *part = &parts[p];
 		struct hmm__dma *dma = copier(m, part->from, dest)->dma;
 
-		err = hmm__pool_alloc_bulk(to, part->n, fresh + part->first);
+		err = alloc_at(m, dest, pages, order + part->first, part->n, fresh + part->first);
 		if (err)
 			break;
 		for (i = part->first; i < part->first + part->n; i++) {

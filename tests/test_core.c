@@ -3,7 +3,8 @@
  * test_core.c - libhmm's bookkeeping structures, tested directly against the
  * internal interface: the radix tree's range walk (hmm__radix_gang) against
  * a model and at the edges of the index space, the pool's bulk allocation
- * (all or nothing) and bulk free, and hmm__pages_move with pages from
+ * (all or nothing) and bulk free, owned memory (shared through its memfd,
+ * idle chunks reclaimed, punched when the owner goes), and hmm__pages_move with pages from
  * several sources, including the failure that must leave every page where
  * it was.
  */
@@ -16,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 
@@ -167,6 +169,111 @@ Test(pool_bulk, allocation_is_all_or_nothing_at_capacity)
 	for (int i = 0; i < 500; i++)
 		hmm__pool_free(&p, pages[i]);
 	cr_assert_eq(hmm__pool_used(&p), 0);
+	hmm__pool_destroy(&p);
+}
+
+/* Another process's view of an owner's memory: its memfd mapped anew. */
+static unsigned char *map_owner(struct hmm__pool_owner *o, size_t len)
+{
+	unsigned char *m = mmap(NULL, len, PROT_READ, MAP_SHARED, hmm__pool_owner_fd(o), 0);
+
+	cr_assert_neq(m, MAP_FAILED, "mmap of the owner's memfd: %m");
+	return m;
+}
+
+#define CHUNK (2u << 20)
+#define CHUNK_PAGES (CHUNK / PAGE)
+
+Test(pool_owned, pages_are_shared_through_the_owners_memfd_and_capacity_counts_them)
+{
+	struct hmm__pool p;
+	struct hmm__pool_owner *a = NULL, *b = NULL;
+	void *pa[600], *pb[10], *anon[CHUNK_PAGES];
+	uint64_t off;
+	unsigned char *view;
+
+	cr_assert_eq(hmm__pool_init(&p, PAGE, 2 * CHUNK, -1), 0);
+	cr_assert_eq(hmm__pool_alloc_owned(&p, &a, 600, pa), 0);
+	cr_assert_not_null(a);
+	cr_assert_eq(hmm__pool_alloc_owned(&p, &b, 10, pb), 0);
+	cr_assert_neq(hmm__pool_owner_fd(a), hmm__pool_owner_fd(b));
+	cr_assert_eq(hmm__pool_used(&p), 610);
+	/* Capacity covers both kinds: 2 chunks' worth in all. */
+	cr_assert_eq(hmm__pool_alloc_bulk(&p, 2 * CHUNK_PAGES - 609, anon), -ENOSPC);
+	cr_assert_eq(hmm__pool_used(&p), 610);
+	for (int i = 0; i < 600; i++)
+		memset(pa[i], i & 0xff, PAGE);
+	view = map_owner(a, 2 * CHUNK);
+	for (int i = 0; i < 600; i++) {
+		cr_assert_eq(hmm__pool_page_offset(&p, pa[i], &off), 0);
+		cr_assert_eq(off % PAGE, 0);
+		cr_assert_eq(view[off + PAGE / 2], i & 0xff, "page %d at offset %llu", i,
+			     (unsigned long long)off);
+	}
+	cr_assert_eq(hmm__pool_alloc_bulk(&p, 1, anon), 0);
+	cr_assert_eq(hmm__pool_page_offset(&p, anon[0], &off), -ENOENT,
+		     "anonymous pages have no offset");
+	hmm__pool_free(&p, anon[0]);
+	hmm__pool_free_bulk(&p, pa, 600);
+	hmm__pool_free_bulk(&p, pb, 10);
+	cr_assert_eq(hmm__pool_used(&p), 0);
+	/* Freed but idle: the memory and its data stay until the owner goes
+	 * (but for the free list's link at the start of the page). */
+	cr_assert_eq(hmm__pool_page_offset(&p, pa[7], &off), 0);
+	off += PAGE / 2;
+	cr_assert_eq(view[off], 7);
+	hmm__pool_owner_destroy(&p, a);
+	cr_assert_eq(view[off], 0, "the owner's memory is punched out when it goes");
+	munmap(view, 2 * CHUNK);
+	hmm__pool_owner_destroy(&p, b);
+	hmm__pool_destroy(&p);
+}
+
+Test(pool_owned, idle_memory_of_one_owner_is_reclaimed_for_another)
+{
+	struct hmm__pool p;
+	struct hmm__pool_owner *a = NULL, *b = NULL;
+	static void *pa[2 * CHUNK_PAGES], *pb[2 * CHUNK_PAGES];
+	struct hmm__pool_owner *others[8] = { NULL };
+	unsigned char *view;
+	uint64_t off;
+
+	/* Capacity plus the spare budget (32 MiB) is 18 chunks. */
+	cr_assert_eq(hmm__pool_init(&p, PAGE, 2 * CHUNK, -1), 0);
+	cr_assert_eq(hmm__pool_alloc_owned(&p, &a, 2 * CHUNK_PAGES, pa), 0);
+	memset(pa[0], 0x5a, PAGE);
+	cr_assert_eq(hmm__pool_page_offset(&p, pa[0], &off), 0);
+	off += PAGE / 2; /* past the free list's link once freed */
+	hmm__pool_free_bulk(&p, pa, 2 * CHUNK_PAGES);
+	view = map_owner(a, 2 * CHUNK);
+	cr_assert_eq(view[off], 0x5a, "idle memory is kept");
+	/* Owner a keeps reusing its own idle chunks: no new memory. */
+	cr_assert_eq(hmm__pool_alloc_owned(&p, &a, 2 * CHUNK_PAGES, pa), 0);
+	hmm__pool_free_bulk(&p, pa, 2 * CHUNK_PAGES);
+	cr_assert_eq(p.nheld, 2);
+	/* Eight others take two chunks each and free them: 18 held, the
+	 * most allowed, and owner a's idle memory untouched. */
+	for (int i = 0; i < 8; i++) {
+		cr_assert_eq(hmm__pool_alloc_owned(&p, &others[i], 2 * CHUNK_PAGES, pb), 0);
+		hmm__pool_free_bulk(&p, pb, 2 * CHUNK_PAGES);
+	}
+	cr_assert_eq(p.nheld, 18);
+	cr_assert_eq(view[off], 0x5a, "within the budget nothing was reclaimed");
+	/* One more: the memory that idled longest, owner a's, goes. */
+	cr_assert_eq(hmm__pool_alloc_owned(&p, &b, 2 * CHUNK_PAGES, pb), 0);
+	cr_assert_eq(p.nheld, 18);
+	hmm__pool_free_bulk(&p, pb, 2 * CHUNK_PAGES);
+	cr_assert_eq(view[off], 0, "idle memory past the budget is punched out");
+	munmap(view, 2 * CHUNK);
+	/* Owner a starts again from punched memory: zeros, held again. */
+	cr_assert_eq(hmm__pool_alloc_owned(&p, &a, 1, pa), 0);
+	cr_assert_eq(((unsigned char *)pa[0])[PAGE / 2], 0);
+	hmm__pool_free(&p, pa[0]);
+	for (int i = 0; i < 8; i++)
+		hmm__pool_owner_destroy(&p, others[i]);
+	hmm__pool_owner_destroy(&p, a);
+	hmm__pool_owner_destroy(&p, b);
+	cr_assert_eq(p.nheld, 0);
 	hmm__pool_destroy(&p);
 }
 
