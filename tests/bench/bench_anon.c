@@ -40,6 +40,7 @@
 #include <hmm.h>
 
 #include "bench_common.h"
+#include "bench_hmm.h"
 
 const char *const bench_prog = "bench_anon";
 
@@ -50,11 +51,7 @@ void usage(FILE *out)
 
 static void line(const char *row, const char *unit, double value, double base, bool higher)
 {
-	if (base > 0)
-		printf("%-44s %-5s %10.2f %10.2f %7.3f\n", row, unit, value, base,
-		       higher ? value / base : base / value);
-	else
-		printf("%-44s %-5s %10.2f %10s %7s\n", row, unit, value, "-", "-");
+	table_row(44, 5, row, unit, value, base, higher);
 }
 
 static void add_one(struct hmm_kernel *k, void *arg)
@@ -100,22 +97,7 @@ static double run_cpu(double *x, size_t n)
 
 static double run_kernel(struct hmm_mirror *m, double *x, size_t n)
 {
-	double t0 = now_s();
-	int err = hmm_launch(m, n / 512, add_one, x);
-
-	if (err)
-		die("launch: %s", strerror(-err));
-	return now_s() - t0;
-}
-
-static unsigned char *map_anon(size_t len)
-{
-	unsigned char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-				-1, 0);
-
-	if (p == MAP_FAILED)
-		die("mmap: %s", strerror(errno));
-	return p;
+	return time_launch(m, n / 512, add_one, x);
 }
 
 /* -- the bare userfaultfd round trip */
@@ -186,8 +168,6 @@ int main(int argc, char **argv)
 	double cpy[MAX_REPS], in[MAX_REPS], out[MAX_REPS], bare[MAX_REPS], fault[MAX_REPS];
 	double cpu[MAX_REPS], map[MAX_REPS], first[MAX_REPS], warm[MAX_REPS];
 	struct hmm_mirror *mirror;
-	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
-					 .numa_node = -1 };
 	int reps = 5, opt, err;
 	bool verbose = false;
 	size_t mib = 64, len, fpages = 1024;
@@ -202,13 +182,7 @@ int main(int argc, char **argv)
 	}
 	expect_operands(argc, 0);
 	len = mib << 20;
-	cfg.memory = len + (4u << 20);
-	cfg.compute_units = 2;
-	err = hmm_device_create(&cfg, &dev);
-	if (!err)
-		err = hmm_mirror_create(dev, &mirror);
-	if (err)
-		die("device: %s", strerror(-err));
+	open_mirror(len + (4u << 20), 2, &dev, &mirror);
 	src = map_anon(len);
 	dst = map_anon(len);
 	memset(src, 3, len);
@@ -289,7 +263,7 @@ int main(int argc, char **argv)
 	printf("\nMigration of anonymous memory (libhmm): %zu MiB, one DMA engine; median of "
 	       "%d.\nRatio: value / baseline for bandwidths, baseline / value for times "
 	       "(1 = as fast as the baseline).\n\n", mib, reps);
-	printf("%-44s %-5s %10s %10s %7s\n", "row", "unit", "value", "baseline", "ratio");
+	table_head(44, 5);
 	line("memcpy (baseline)", "MB/s", (double)len / median(cpy, reps) / 1e6, -1, true);
 	line("hmm_migrate_to_device", "MB/s", (double)len / median(in, reps) / 1e6,
 	     (double)len / median(cpy, reps) / 1e6, true);
@@ -307,7 +281,6 @@ int main(int argc, char **argv)
 	     median(cpu, reps) * 1e3, false);
 	munmap(src, len);
 	munmap(dst, len);
-	hmm_mirror_destroy(mirror);
-	hmm_device_destroy(dev);
+	close_mirror(dev, mirror);
 	return failures ? 1 : 0;
 }

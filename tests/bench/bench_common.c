@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Helpers bench and bench_device share; see bench_common.h. */
+/* Helpers the bench programs share; see bench_common.h. */
 #define _GNU_SOURCE
 #include "bench_common.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +158,51 @@ long read_ahead_kb(const char *dir)
 	return kb;
 }
 
+void *map_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	return p;
+}
+
+struct thread_part {
+	void (*fn)(void *arg, unsigned i, unsigned n);
+	void *arg;
+	unsigned i, n;
+};
+
+static void *thread_main(void *arg)
+{
+	struct thread_part *p = arg;
+
+	p->fn(p->arg, p->i, p->n);
+	return NULL;
+}
+
+double time_threads(unsigned n, void (*fn)(void *arg, unsigned i, unsigned n), void *arg)
+{
+	pthread_t *t = malloc(n * sizeof(*t));
+	struct thread_part *part = malloc(n * sizeof(*part));
+	double t0;
+
+	if (!t || !part)
+		die("out of memory");
+	for (unsigned i = 0; i < n; i++)
+		part[i] = (struct thread_part){ fn, arg, i, n };
+	t0 = now_s();
+	for (unsigned i = 0; i < n; i++)
+		if (pthread_create(&t[i], NULL, thread_main, &part[i]))
+			die("pthread_create failed");
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	t0 = now_s() - t0;
+	free(t);
+	free(part);
+	return t0;
+}
+
 int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -234,6 +280,22 @@ bool dir_operand(const char *arg, struct statfs *sfs)
 	if (statfs(arg, sfs) != 0)
 		die("%s: %s", arg, strerror(errno));
 	return true;
+}
+
+void table_head(int name_w, int unit_w)
+{
+	printf("%-*s %-*s %10s %10s %7s\n", name_w, "row", unit_w, "unit", "value", "baseline",
+	       "ratio");
+}
+
+void table_row(int name_w, int unit_w, const char *row, const char *unit, double value,
+	       double base, bool higher)
+{
+	if (base > 0)
+		printf("%-*s %-*s %10.2f %10.2f %7.3f\n", name_w, row, unit_w, unit, value, base,
+		       higher ? value / base : base / value);
+	else
+		printf("%-*s %-*s %10.2f %10s %7s\n", name_w, row, unit_w, unit, value, "-", "-");
 }
 
 int exit_status(const char *what)

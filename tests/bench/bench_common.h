@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench_common.h - what bench and bench_device share: fatal errors, the
- * clock, a pseudo-random sequence, stamped data blocks and the file made of
- * them, the page-cache state of a file (mincore) and dropping it, a mount's
- * read-ahead, medians and size arguments.  Nothing here is timed on its own.
+ * bench_common.h - what the bench programs share: fatal errors, the clock,
+ * a pseudo-random sequence, stamped data blocks and the file made of them,
+ * the page-cache state of a file (mincore) and dropping it, a mount's
+ * read-ahead, fresh anonymous memory, work split between threads, medians,
+ * size arguments and the rows of a result table.  Nothing here is timed on
+ * its own.
  */
 #ifndef HMMFS_BENCH_COMMON_H
 #define HMMFS_BENCH_COMMON_H
@@ -65,6 +67,16 @@ bool drop_file_cache(int fd, uint64_t size);
 /* The mount's bdi read-ahead, or -1 when it has none (tmpfs). */
 long read_ahead_kb(const char *dir);
 
+/* len bytes of fresh private anonymous memory (mmap), or die. */
+void *map_anon(size_t len);
+
+/*
+ * Run fn(arg, i, n) on n threads at once, i = 0 .. n - 1, and wait for
+ * them all.  The threads are started inside the timed span, as a program
+ * would start them.  Return: seconds from the first start to the last end.
+ */
+double time_threads(unsigned n, void (*fn)(void *arg, unsigned i, unsigned n), void *arg);
+
 /* qsort comparator for doubles. */
 int cmp_double(const void *a, const void *b);
 
@@ -96,6 +108,17 @@ void expect_operands(int argc, int n);
  * *sfs, or die.
  */
 bool dir_operand(const char *arg, struct statfs *sfs);
+
+/*
+ * The head of a result table, then its rows: a row's name in a column of
+ * name_w characters, its unit in one of unit_w, the value, the baseline and
+ * their ratio: value / base when higher is better (a rate), else base /
+ * value (a time), so that 1 is as fast as the baseline and less is slower.
+ * A row without a baseline (base <= 0) prints dashes for both.
+ */
+void table_head(int name_w, int unit_w);
+void table_row(int name_w, int unit_w, const char *row, const char *unit, double value,
+	       double base, bool higher);
 
 /* The exit status: 0, or 1 after "N what" on stderr if failures were counted. */
 int exit_status(const char *what);

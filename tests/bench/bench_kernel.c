@@ -29,6 +29,7 @@
 #include <hmm.h>
 
 #include "bench_common.h"
+#include "bench_hmm.h"
 
 const char *const bench_prog = "bench_kernel";
 
@@ -117,12 +118,7 @@ static double run_cpu(void)
 
 static double run_kernel(struct hmm_mirror *m, uint64_t items, hmm_kernel_fn fn)
 {
-	double t0 = now_s();
-	int err = hmm_launch(m, items, fn, NULL);
-
-	if (err)
-		die("hmm_launch: %s", strerror(-err));
-	return now_s() - t0;
+	return time_launch(m, items, fn, NULL);
 }
 
 static void check(void)
@@ -138,20 +134,15 @@ static void check(void)
 
 static void line(const char *row, const char *unit, double value, double base)
 {
-	if (base > 0)
-		printf("%-46s %-6s %10.2f %10.2f %7.3f\n", row, unit, value, base, base / value);
-	else
-		printf("%-46s %-6s %10.2f %10s %7s\n", row, unit, value, "-", "-");
+	table_row(46, 6, row, unit, value, base, false);
 }
 
 int main(int argc, char **argv)
 {
-	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
-					 .memory = 1 << 20, .numa_node = -1 };
 	double elem[MAX_REPS], row[MAX_REPS], map[MAX_REPS], cpu[MAX_REPS], first;
 	struct hmm_device *dev;
 	struct hmm_mirror *m;
-	int reps = 5, opt, err;
+	int reps = 5, opt;
 	bool verbose = false;
 
 	nelem = 1 << 22;
@@ -174,12 +165,7 @@ int main(int argc, char **argv)
 		b[i] = (float)(i % 777);
 		c[i] = 0;
 	}
-	cfg.compute_units = units;
-	err = hmm_device_create(&cfg, &dev);
-	if (!err)
-		err = hmm_mirror_create(dev, &m);
-	if (err)
-		die("device: %s", strerror(-err));
+	open_mirror(1 << 20, units, &dev, &m);
 
 	first = run_kernel(m, nelem, vadd_elem); /* faults every page in */
 	check();
@@ -200,7 +186,7 @@ int main(int argc, char **argv)
 	       "arrays,\n%u compute units against %u CPU threads; median of %d.  Ratio: "
 	       "baseline / value (1 = as fast as the CPU threads).\n\n",
 	       (unsigned long long)nelem, units, units, reps);
-	printf("%-46s %-6s %10s %10s %7s\n", "row", "unit", "value", "baseline", "ratio");
+	table_head(46, 6);
 	line("vector add on CPU threads (baseline)", "ms", median(cpu, reps) * 1e3, -1);
 	line("kernel, one item per element, typed ld/st", "ms", median(elem, reps) * 1e3,
 	     median(cpu, reps) * 1e3);
@@ -212,8 +198,7 @@ int main(int argc, char **argv)
 	     median(cpu, reps) * 1e3);
 	line("typed access on a TLB hit, per access", "ns",
 	     median(elem, reps) * 1e9 * units / (3.0 * (double)nelem), -1);
-	hmm_mirror_destroy(m);
-	hmm_device_destroy(dev);
+	close_mirror(dev, m);
 	free(a);
 	free(b);
 	free(c);
