@@ -34,9 +34,32 @@
  * 16).  Writes fault fewer: a write fault makes pages writable, which
  * allocates memory (and breaks copy-on-write) the program may never touch.
  * A bad page further on makes the round fall back to the one page.
+ * A unit whose write faults stream on, each at the end of what the last one
+ * mapped, doubles its write window up to FAULT_AHEAD_WRITE_MAX, as
+ * read-ahead ramps up: it is writing the memory in order and will touch what
+ * it maps.  (Device first touch of 1 GiB with 2 units: 16 pages per fault
+ * cost 3 times the CPU's own first touch, most of it the fixed cost of a
+ * fault round.)
  */
 #define FAULT_AHEAD_READ 256
 #define FAULT_AHEAD_WRITE 16
+#define FAULT_AHEAD_WRITE_MAX 512
+
+/* Pages a write fault of the unit at va maps, and what it expects next. */
+static uint64_t write_ahead(struct hmm__cu *cu, uint64_t va, size_t page_size)
+{
+	uint64_t page = va & ~(uint64_t)(page_size - 1);
+	uint64_t ahead = FAULT_AHEAD_WRITE;
+
+	if (page == cu->write_next && cu->write_ahead) {
+		ahead = cu->write_ahead * 2;
+		if (ahead > FAULT_AHEAD_WRITE_MAX)
+			ahead = FAULT_AHEAD_WRITE_MAX;
+	}
+	cu->write_ahead = ahead;
+	cu->write_next = page + ahead * page_size;
+	return ahead;
+}
 
 struct hmm__launch {
 	pthread_mutex_t lock;   /* one launch at a time */
@@ -292,7 +315,7 @@ static int slow_path(struct hmm__cu *cu, uint64_t va, bool write)
 		hmm__tlb_fill(&cu->tlb, va, pte, order);
 	pthread_mutex_unlock(&m->lock);
 	if (!pte || (write && !(pte & HMM__PTE_WRITE))) {
-		uint64_t ahead = write ? FAULT_AHEAD_WRITE : FAULT_AHEAD_READ;
+		uint64_t ahead = write ? write_ahead(cu, va, m->page_size) : FAULT_AHEAD_READ;
 		int err = hmm__mirror_fault(m, va, va + ahead * m->page_size, write);
 
 		if (err) {

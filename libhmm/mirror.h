@@ -41,6 +41,9 @@ struct __attribute__((aligned(64))) hmm__cu {
 	struct hmm__tlb tlb;
 	uint64_t in_access;   /* atomic: generation of the access in flight, or 0 */
 	struct hmm_kernel *k; /* the instance it runs now */
+	/* launch.c, the unit's own: where a write fault streaming on from the
+	 * last one would land, and how many pages that one mapped */
+	uint64_t write_next, write_ahead;
 };
 
 struct hmm__launch;
