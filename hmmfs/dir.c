@@ -370,6 +370,7 @@ void hmmfs_ll_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	inode->nopen++;
 	pthread_mutex_unlock(&hmmfs.ref_lock);
 	fi->keep_cache = 1;
+	fi->fh = hmmfs_fh_of_flags(fi->flags);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* The opener is gone: undo the open and the lookup. */
 		hmmfs_inode_unref(inode, 1, 1, 0);

@@ -37,6 +37,7 @@ void hmmfs_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* Without keep_cache every open drops the page cache, even pages that
 	 * other processes have mapped. */
 	fi->keep_cache = 1;
+	fi->fh = hmmfs_fh_of_flags(fi->flags);
 	/* The migration thread's own opens (migrate.c): its close(2) must not
 	 * write the file back (FLUSH does, without the file's lock); it writes
 	 * back with fsync(2), under it. */

@@ -53,6 +53,7 @@
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -184,6 +185,27 @@ struct hmmfs_fs {
 };
 
 extern struct hmmfs_fs hmmfs;
+
+/* A file handle's fh: what the open allowed (FUSE passes no open flags with
+ * later requests, such as an ioctl). */
+#define HMMFS_FH_WRITABLE 1u
+static inline uint64_t hmmfs_fh_of_flags(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY ? HMMFS_FH_WRITABLE : 0;
+}
+
+/* session.c: processes attached to the devices (see the top of session.c) */
+struct hmm_attach;
+struct hmm_grant;
+struct hmm_device_pages;
+int hmmfs_session_set_policy(const char *attach); /* "owner" (or NULL), "all"; else -EINVAL */
+int hmmfs_session_start(void);
+void hmmfs_session_stop(void);
+void hmmfs_session_ioctl_attach(fuse_req_t req, const struct hmm_attach *in);
+void hmmfs_session_ioctl_grant(fuse_req_t req, struct hmmfs_inode *f,
+			       const struct fuse_file_info *fi, const struct hmm_grant *in);
+void hmmfs_session_ioctl_device_pages(fuse_req_t req, struct hmmfs_inode *f,
+				      const struct hmm_device_pages *in);
 
 /* inode.c */
 int hmmfs_inode_new(mode_t mode, uid_t uid, gid_t gid, dev_t rdev,

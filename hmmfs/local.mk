@@ -10,7 +10,8 @@ hmmfs_hmmfs_SOURCES = \
 	hmmfs/fence.c \
 	hmmfs/invalidate.c \
 	hmmfs/xattr.c \
-	hmmfs/migrate.c
+	hmmfs/migrate.c \
+	hmmfs/session.c
 hmmfs_hmmfs_CFLAGS = $(AM_CFLAGS) $(FUSE_CFLAGS)
 hmmfs_hmmfs_LDADD = libhmm/libhmm-core.la $(FUSE_LIBS) $(NUMA_LIBS)
 

@@ -34,6 +34,7 @@ struct options {
 	char *dma_bw;
 	char *dma_latency;
 	char *evict;
+	char *attach;
 	char *nr_inodes;
 	char *mode;
 	char *uid;
@@ -56,6 +57,7 @@ static const struct fuse_opt hmmfs_opts[] = {
 	OPT("dma_bw=%s", dma_bw),
 	OPT("dma_latency=%s", dma_latency),
 	OPT("evict=%s", evict),
+	OPT("attach=%s", attach),
 	OPT("nr_inodes=%s", nr_inodes),
 	OPT("mode=%s", mode),
 	OPT("uid=%s", uid),
@@ -138,6 +140,9 @@ static void usage(const char *prog)
 	       "    -o dma_latency=USEC   added to every DMA transfer (default: 0)\n"
 	       "    -o evict=lru|none     when a device is full: move its least recently used\n"
 	       "                          pages to host RAM, or fail with ENOSPC (default: lru)\n"
+	       "    -o attach=owner|all   who may attach to the devices (libhmm's\n"
+	       "                          hmm_device_attach): the mount's owner and root, or\n"
+	       "                          anyone who can open its files (default: owner)\n"
 	       "SIZE and RATE are numbers with an optional K, M, G or T suffix (powers of 1024).\n"
 	       "Permission checks are always done by the kernel (default_permissions).\n"
 	       "\n", prog, HMMFS_MAX_DEVICES);
@@ -230,9 +235,10 @@ static int parse_devices(const struct options *o, size_t page_size,
 			 struct hmm__device_config cfg[HMMFS_MAX_DEVICES], unsigned *ndevices)
 {
 	const char *device_opts[] = { o->device_mem, o->device_type, o->device_node,
-				      o->dma_engines, o->dma_bw, o->dma_latency, o->evict };
+				      o->dma_engines, o->dma_bw, o->dma_latency, o->evict,
+				      o->attach };
 	static const char *const device_opt_names[] = { "device_mem", "device_type",
-		"device_node", "dma_engines", "dma_bw", "dma_latency", "evict" };
+		"device_node", "dma_engines", "dma_bw", "dma_latency", "evict", "attach" };
 	char *per[HMMFS_MAX_DEVICES], buf[1024];
 	unsigned long n = 0, engines = 1, latency_us = 0;
 	uint64_t mem = 1ULL << 30, bw = 0;
@@ -295,6 +301,8 @@ static int parse_devices(const struct options *o, size_t page_size,
 	}
 	if (o->evict && strcmp(o->evict, "lru") && strcmp(o->evict, "none"))
 		return fail("invalid evict value '%s': expected lru or none", o->evict);
+	if (hmmfs_session_set_policy(o->attach))
+		return fail("invalid attach value '%s': expected owner or all", o->attach);
 	return 0;
 }
 
@@ -335,6 +343,11 @@ static int start_devices(void)
 	err = hmmfs_migrate_start();
 	if (err)
 		return fail("cannot start the migration thread: %s", strerror(-err));
+	if (hmmfs.ndevices) {
+		err = hmmfs_session_start();
+		if (err)
+			return fail("cannot open the control socket: %s", strerror(-err));
+	}
 	return 0;
 }
 
@@ -528,6 +541,7 @@ int main(int argc, char *argv[])
 	hmmfs_migrate_refuse();
 out_unmount:
 	fuse_session_unmount(se);
+	hmmfs_session_stop();
 	hmmfs_migrate_stop();
 	hmmfs_invalidator_stop();
 out_signals:
@@ -550,6 +564,7 @@ out:
 	free(o.dma_bw);
 	free(o.dma_latency);
 	free(o.evict);
+	free(o.attach);
 	free(o.nr_inodes);
 	free(o.mode);
 	free(o.uid);

@@ -733,6 +733,30 @@ void hmmfs_ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 			break;
 		ioctl_device_info(req, in_buf);
 		return;
+	case HMM_IOC_ATTACH:
+		if (in_bufsz != sizeof(struct hmm_attach) || out_bufsz != sizeof(struct hmm_attach))
+			break;
+		hmmfs_session_ioctl_attach(req, in_buf);
+		return;
+	case HMM_IOC_GRANT:
+		if (in_bufsz != sizeof(struct hmm_grant) || out_bufsz != sizeof(struct hmm_grant))
+			break;
+		if (!S_ISREG(inode->type)) {
+			fuse_reply_err(req, ENOTTY);
+			return;
+		}
+		hmmfs_session_ioctl_grant(req, inode, fi, in_buf);
+		return;
+	case HMM_IOC_DEVICE_PAGES:
+		if (in_bufsz != sizeof(struct hmm_device_pages) ||
+		    out_bufsz != sizeof(struct hmm_device_pages))
+			break;
+		if (!S_ISREG(inode->type)) {
+			fuse_reply_err(req, ENOTTY);
+			return;
+		}
+		hmmfs_session_ioctl_device_pages(req, inode, in_buf);
+		return;
 	}
 	fuse_reply_err(req, ENOTTY);
 }

@@ -373,6 +373,57 @@ void hmm__page_free(const struct hmm__mem *m, struct hmm__page *pg);
  */
 int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n, int dest);
 
+/* ------------------------------------------------------------------------
+ * The session protocol between an hmmfs daemon (hmmfs/session.c) and an
+ * attached process (client.c), over a SOCK_SEQPACKET unix socket: one
+ * struct hmm__msg per packet.
+ *
+ *   client -> daemon  HELLO    token: the attach token, first message
+ *   daemon -> client  WELCOME  status (0 or -errno); arg[0] page size,
+ *                              arg[1] devices
+ *   client -> daemon  GRANT    seq, token: a grant token
+ *   daemon -> client  GRANTED  seq, status; arg[0] grant id, arg[1] device,
+ *                              arg[2] writable; the memfd as SCM_RIGHTS
+ *                              when status is 0
+ * ------------------------------------------------------------------------ */
+enum hmm__msg_type {
+	HMM__MSG_HELLO = 1,
+	HMM__MSG_WELCOME,
+	HMM__MSG_GRANT,
+	HMM__MSG_GRANTED,
+};
+
+struct hmm__msg {
+	uint32_t type;
+	int32_t status;
+	uint64_t seq;
+	uint64_t token[HMM_TOKEN_WORDS];
+	uint64_t arg[3];
+};
+
+/* ------------------------------------------------------------------------
+ * client.c - a session with an hmmfs daemon's device (the other side of
+ * the protocol above).
+ * ------------------------------------------------------------------------ */
+struct hmm__client;
+/*
+ * hmm__client_attach() - attach to device index of the mount that path (a
+ * file or directory) is on.
+ * Return: 0; -ENOTTY (not hmmfs), -ENODEV, -EACCES (refused: attach=, or
+ * the token's checks), -EINVAL, -EPROTO, or another -errno.
+ */
+int hmm__client_attach(const char *path, unsigned index, struct hmm__client **out);
+/*
+ * hmm__client_grant() - the memory of the open hmmfs file fd on the
+ * attached device: *memfd, read-only unless the file is open for writing
+ * (*writable, if not NULL).  The caller owns *memfd.
+ * Return: 0; -ENOTTY, -EACCES, -EPROTO, or another -errno.
+ */
+int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable);
+size_t hmm__client_page_size(const struct hmm__client *c);
+/* End the session; grants' descriptors stay valid.  NULL: nothing. */
+void hmm__client_detach(struct hmm__client *c);
+
 /* Parse "123", "4K", "16M", "2G", "1T" (powers of 1024). Return: 0 or -EINVAL/-ERANGE. */
 int hmm__parse_size(const char *s, uint64_t *out);
 

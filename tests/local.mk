@@ -38,7 +38,8 @@ CRITERION_TESTS = \
 	tests/test_launch \
 	tests/test_migrate \
 	tests/test_anon_migrate \
-	tests/test_hmmctl
+	tests/test_hmmctl \
+	tests/test_session
 check_PROGRAMS += $(CRITERION_TESTS)
 TESTS += $(CRITERION_TESTS)
 TESTS_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) -I$(top_srcdir)/tests
@@ -111,6 +112,10 @@ tests_test_notifier_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
 tests_test_range_SOURCES = tests/test_range.c
 tests_test_range_CFLAGS = $(TESTS_CFLAGS)
 tests_test_range_LDADD = libhmm/libhmm-core.la $(CRITERION_LIBS) $(NUMA_LIBS)
+# And test_session (attaching to a mount's devices), with the mount fixture.
+tests_test_session_SOURCES = tests/test_session.c
+tests_test_session_CFLAGS = $(TESTS_CFLAGS)
+tests_test_session_LDADD = $(TESTS_LDADD) libhmm/libhmm-core.la $(NUMA_LIBS)
 # And test_pagetable (device page tables and TLBs).
 tests_test_pagetable_SOURCES = tests/test_pagetable.c tests/rng.h
 tests_test_pagetable_CFLAGS = $(TESTS_CFLAGS)

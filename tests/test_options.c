@@ -475,6 +475,9 @@ ParameterizedTestParameters(options, bad_option_value_is_refused_with_one_line_a
 		{ "devices=1,dma_latency=-1", false },
 		{ "devices=1,dma_latency=99999999999", false },
 		{ "devices=1,evict=fifo", false },
+		{ "attach=all", false },                      /* needs devices */
+		{ "devices=1,attach=everyone", false },
+		{ "devices=1,attach=", false },
 		{ "no_such_option", true },
 		{ "no_such_option=1", true },
 	};
@@ -576,10 +579,10 @@ ParameterizedTestParameters(options, size_options_show_in_statfs_and_st_blksize)
 		/* Devices do not change what statfs reports: host RAM. */
 		{ "host_mem=64M,devices=1", 64ULL << 20, 0, 0 },
 		{ "host_mem=64M,host_node=0,devices=2,device_mem=32M,device_type=private:coherent,"
-		  "device_node=0,dma_engines=2,dma_bw=1G,dma_latency=10,evict=none",
+		  "device_node=0,dma_engines=2,dma_bw=1G,dma_latency=10,evict=none,attach=owner",
 		  64ULL << 20, 0, 0 },
 		{ "host_mem=64M,page_size=64K,devices=4,device_type=coherent,device_node=0:0:0:0,"
-		  "evict=lru", 64ULL << 20, 64 << 10, 0 },
+		  "evict=lru,attach=all", 64ULL << 20, 64 << 10, 0 },
 	};
 
 	return cr_make_param_array(struct size_case, cases, sizeof(cases) / sizeof(cases[0]));

@@ -199,6 +199,93 @@ struct hmm_file_stat {
 #define HMM_IOC_DEVICE_INFO _IOWR(HMM_IOC_MAGIC, 0x42, struct hmm_device_info)
 #define HMM_IOC_FILE_STAT _IOR(HMM_IOC_MAGIC, 0x43, struct hmm_file_stat)
 
+/*
+ * Attaching to the devices of a mount.  A process that wants to use a
+ * device of the mount together with the daemon (its memory, its files'
+ * pages there) opens a session: HMM_IOC_ATTACH on any file or directory of
+ * the mount gives the name of the daemon's control socket and a one-time
+ * token; the process connects and presents the token.  The daemon checks
+ * the caller at both steps (the mount's attach= option, the peer's uid and
+ * process).  Within a session, HMM_IOC_GRANT on an open file gives a token
+ * for that file's memory on a device, which the session redeems for a
+ * descriptor of it: read-only unless the file is open for writing.
+ * HMM_IOC_DEVICE_PAGES says where the file's pages lie in that memory.
+ * libhmm's hmm_device_attach() does all of this; hmmfs(8), ATTACHING.
+ */
+
+/** HMM_TOKEN_WORDS - 64-bit words of a token. */
+#define HMM_TOKEN_WORDS 2
+/** HMM_SOCKET_NAME_MAX - bytes of a control socket's name, its NUL included. */
+#define HMM_SOCKET_NAME_MAX 64
+
+/**
+ * struct hmm_attach - HMM_IOC_ATTACH: ask to attach to a device.
+ * @index: in; the device.
+ * @flags: in; must be 0.
+ * @token: out; to present on the socket, once, within 10 seconds, by the
+ *         same process (the daemon checks its uid and process id).
+ * @socket: out; the socket's name in the abstract namespace (unix(7)),
+ *          without its leading NUL byte, NUL-terminated.
+ *
+ * Errors: ENODEV (no such device), EINVAL (flags), EACCES (the mount's
+ * attach= option refuses the caller), EAGAIN (too many tokens pending).
+ */
+struct hmm_attach {
+	uint32_t index;
+	uint32_t flags;
+	uint64_t token[HMM_TOKEN_WORDS];
+	char socket[HMM_SOCKET_NAME_MAX];
+};
+
+/**
+ * struct hmm_grant - HMM_IOC_GRANT: ask for an open file's memory on a device.
+ * @index: in; the device.
+ * @flags: in; must be 0.
+ * @writable: out; 1 if the descriptor will be writable (the file is open
+ *            for writing), else 0.
+ * @reserved: out; 0.
+ * @token: out; to redeem in the caller's session (same rules as
+ *         struct hmm_attach's).
+ *
+ * Errors: ENODEV, EINVAL, EACCES (as for HMM_IOC_ATTACH), ENOTTY (not a
+ * regular file), ENOMEM/EMFILE (the daemon could not make the memory).
+ */
+struct hmm_grant {
+	uint32_t index;
+	uint32_t flags;
+	uint32_t writable;
+	uint32_t reserved;
+	uint64_t token[HMM_TOKEN_WORDS];
+};
+
+/** HMM_DEVICE_PAGES_MAX - pages one HMM_IOC_DEVICE_PAGES call answers. */
+#define HMM_DEVICE_PAGES_MAX 512
+/** HMM_DEVICE_PAGE_ABSENT - in struct hmm_device_pages: not on that device. */
+#define HMM_DEVICE_PAGE_ABSENT UINT64_MAX
+
+/**
+ * struct hmm_device_pages - HMM_IOC_DEVICE_PAGES: where a range of an open
+ * file's pages lie in its memory on a device (struct hmm_grant).
+ * @offset: in; first byte, a multiple of the page size.
+ * @index: in; the device.
+ * @count: in; pages asked, 1 to HMM_DEVICE_PAGES_MAX; out: pages answered
+ *         (fewer at the end of the file).
+ * @where: out; per page, its byte offset in that memory, or
+ *         HMM_DEVICE_PAGE_ABSENT: a hole, elsewhere, or being migrated.
+ *
+ * Errors: EINVAL (misaligned offset, count out of range), ENODEV, ENOTTY.
+ */
+struct hmm_device_pages {
+	uint64_t offset;
+	uint32_t index;
+	uint32_t count;
+	uint64_t where[HMM_DEVICE_PAGES_MAX];
+};
+
+#define HMM_IOC_ATTACH _IOWR(HMM_IOC_MAGIC, 0x44, struct hmm_attach)
+#define HMM_IOC_GRANT _IOWR(HMM_IOC_MAGIC, 0x45, struct hmm_grant)
+#define HMM_IOC_DEVICE_PAGES _IOWR(HMM_IOC_MAGIC, 0x46, struct hmm_device_pages)
+
 /**
  * hmm_file_migrate() - move a range of an hmmfs file's pages (HMM_IOC_MIGRATE).
  * @fd: an open file of an hmmfs mount (any access mode).

@@ -1,0 +1,446 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_session.c - attaching to the devices of a real hmmfs mount
+ * (hmmfs/session.c, libhmm/client.c): who may attach, tokens that only
+ * their own process can redeem and only once, a file's device memory
+ * shared with the daemon through the granted descriptor, read-only for a
+ * read-only open, and a client that dies while holding it.
+ *
+ * The tests run as root (they mount); "another user" is a child that drops
+ * to nobody (65534) before it tries.
+ */
+#define _GNU_SOURCE
+#include "hmm-internal.h"
+#include "helpers.h"
+#include "mount.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+#define NPAGES 16
+
+static void setup(void)
+{
+	mnt_setup_opts("host_mem=64M,devices=2,device_mem=8M");
+}
+
+static void setup_attach_all(void)
+{
+	mnt_setup_opts("host_mem=64M,devices=1,device_mem=8M,attach=all");
+}
+
+TestSuite(session, .init = setup, .fini = mnt_teardown, .timeout = 60);
+TestSuite(session_all, .init = setup_attach_all, .fini = mnt_teardown, .timeout = 60);
+
+static void migrate(int fd, int dest)
+{
+	struct hmm_migrate m = { .offset = 0, .length = 0, .dest = dest };
+
+	cr_assert_eq(ioctl(fd, HMM_IOC_MIGRATE, &m), 0, "migrate to %d: %m", dest);
+}
+
+/* A file of NPAGES pages of pattern seed 7, its pages moved to dest. */
+static int file_on(const char *rel, int dest, int flags)
+{
+	int fd = create_file(rel);
+
+	write_pattern(fd, 0, NPAGES * PAGE, 7);
+	close(fd);
+	fd = open(mp(rel), flags | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "open: %m");
+	if (dest != HMM_LOC_HOST)
+		migrate(fd, dest);
+	return fd;
+}
+
+/* ioctl(fd, request, arg) must fail with err. */
+static void expect_ioctl_fails(int fd, unsigned long request, void *arg, int err)
+{
+	cr_assert_eq(ioctl(fd, request, arg), -1, "ioctl %#lx succeeded", request);
+	cr_assert_eq(errno, err, "ioctl %#lx: %s, expected %s", request, strerrorname_np(errno),
+		     strerrorname_np(err));
+}
+
+static void device_pages(int fd, unsigned index, uint64_t offset, uint32_t count,
+			 struct hmm_device_pages *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->offset = offset;
+	out->index = index;
+	out->count = count;
+	cr_assert_eq(ioctl(fd, HMM_IOC_DEVICE_PAGES, out), 0, "HMM_IOC_DEVICE_PAGES: %m");
+}
+
+/* For as_nobody(): attach to device 0 of the mount at path. */
+static int try_attach(const char *path)
+{
+	struct hmm__client *c;
+	int err = hmm__client_attach(path, 0, &c);
+
+	if (err) {
+		errno = -err;
+		return -1;
+	}
+	hmm__client_detach(c);
+	return 0;
+}
+
+Test(session, the_owner_attaches_and_bad_requests_fail_cleanly)
+{
+	struct hmm__client *c = NULL;
+
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	cr_assert_eq(hmm__client_page_size(c), PAGE);
+	hmm__client_detach(c);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 1, &c), 0, "the second device too");
+	hmm__client_detach(c);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 2, &c), -ENODEV);
+	cr_assert_eq(hmm__client_attach("/proc", 0, &c), -ENOTTY, "not an hmmfs mount");
+	cr_assert_eq(hmm__client_attach(mp("no/such"), 0, &c), -ENOENT);
+	cr_assert_eq(hmm__client_attach(NULL, 0, &c), -EINVAL);
+}
+
+Test(session, the_attach_ioctl_checks_its_arguments)
+{
+	int fd = open(mnt.dir, O_RDONLY | O_DIRECTORY);
+	struct hmm_attach a = { .index = 0, .flags = 1 };
+
+	expect_ioctl_fails(fd, HMM_IOC_ATTACH, &a, EINVAL);
+	a.flags = 0;
+	a.index = 99;
+	expect_ioctl_fails(fd, HMM_IOC_ATTACH, &a, ENODEV);
+	close(fd);
+}
+
+Test(session, another_user_is_refused_unless_the_mount_says_attach_all)
+{
+	assert_nobody_gets(try_attach, mnt.dir, EACCES);
+}
+
+Test(session_all, with_attach_all_another_user_attaches)
+{
+	assert_nobody_gets(try_attach, mnt.dir, 0);
+}
+
+/* Present token words on a fresh connection; return WELCOME's status, or
+ * -ECONNRESET if the daemon hung up without one. */
+static int present(const char *name, const uint64_t *token)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct hmm__msg hello = { .type = HMM__MSG_HELLO }, reply;
+	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ssize_t n;
+
+	memcpy(addr.sun_path + 1, name, strlen(name));
+	if (connect(sock, (struct sockaddr *)&addr,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name))) < 0) {
+		close(sock);
+		return -errno;
+	}
+	memcpy(hello.token, token, sizeof(hello.token));
+	n = send(sock, &hello, sizeof(hello), MSG_NOSIGNAL);
+	if (n == sizeof(hello))
+		n = recv(sock, &reply, sizeof(reply), 0);
+	close(sock);
+	if (n != sizeof(reply))
+		return -ECONNRESET;
+	return reply.type == HMM__MSG_WELCOME ? reply.status : -EPROTO;
+}
+
+/* The token another process asked for, for present_stolen(). */
+static uint64_t stolen[HMM_TOKEN_WORDS];
+
+static int present_stolen(const char *name)
+{
+	int st = present(name, stolen);
+
+	if (st) {
+		errno = -st;
+		return -1;
+	}
+	return 0;
+}
+
+Test(session, a_token_works_once_and_only_for_the_process_that_asked)
+{
+	int fd = open(mnt.dir, O_RDONLY | O_DIRECTORY);
+	struct hmm_attach a = { .index = 0 };
+	uint64_t forged[HMM_TOKEN_WORDS] = { 1, 2 };
+	pid_t pid;
+	int status;
+
+	cr_assert_eq(ioctl(fd, HMM_IOC_ATTACH, &a), 0, "%m");
+	cr_assert_neq(a.socket[0], '\0');
+	cr_assert_eq(present(a.socket, forged), -EACCES, "a forged token is refused");
+	/* Another process of the same user may not use it: the token is burnt. */
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(present(a.socket, a.token) == -EACCES ? 0 : 1);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "another process redeemed the token");
+	cr_assert_eq(present(a.socket, a.token), -EACCES, "a token burnt by a thief stays burnt");
+	/* A fresh one: works once, then never again. */
+	cr_assert_eq(ioctl(fd, HMM_IOC_ATTACH, &a), 0);
+	cr_assert_eq(present(a.socket, a.token), 0);
+	cr_assert_eq(present(a.socket, a.token), -EACCES, "replayed");
+	/* And another user cannot redeem root's. */
+	cr_assert_eq(ioctl(fd, HMM_IOC_ATTACH, &a), 0);
+	memcpy(stolen, a.token, sizeof(stolen));
+	assert_nobody_gets(present_stolen, a.socket, EACCES);
+	close(fd);
+}
+
+Test(session, a_client_that_breaks_the_protocol_is_dropped_and_others_go_on)
+{
+	int fd = open(mnt.dir, O_RDONLY | O_DIRECTORY);
+	struct hmm_attach a = { .index = 0 };
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct hmm__client *c;
+	char junk[5] = "junk";
+	int sock;
+
+	cr_assert_eq(ioctl(fd, HMM_IOC_ATTACH, &a), 0);
+	close(fd);
+	memcpy(addr.sun_path + 1, a.socket, strlen(a.socket));
+	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_eq(connect(sock, (struct sockaddr *)&addr,
+			     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+					 strlen(a.socket))), 0);
+	cr_assert_eq(send(sock, junk, sizeof(junk), MSG_NOSIGNAL), (ssize_t)sizeof(junk));
+	cr_assert_eq(recv(sock, junk, sizeof(junk), 0), 0, "the daemon hangs up");
+	close(sock);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	hmm__client_detach(c);
+}
+
+Test(session, a_grant_shares_the_files_device_pages_with_the_daemon)
+{
+	struct hmm_device_pages *dp = malloc(sizeof(*dp));
+	struct hmm__client *c;
+	unsigned char buf[PAGE], *mem;
+	struct stat st;
+	bool writable = false;
+	int fd, memfd;
+
+	fd = file_on("f", 0, O_RDWR);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	cr_assert_eq(hmm__client_grant(c, fd, &memfd, &writable), 0);
+	cr_assert(writable);
+	cr_assert_eq(fstat(memfd, &st), 0);
+	mem = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	cr_assert_neq(mem, MAP_FAILED, "%m");
+	device_pages(fd, 0, 0, NPAGES, dp);
+	cr_assert_eq(dp->count, NPAGES);
+	for (unsigned i = 0; i < NPAGES; i++) {
+		cr_assert_neq(dp->where[i], HMM_DEVICE_PAGE_ABSENT, "page %u", i);
+		cr_assert_lt(dp->where[i], (uint64_t)st.st_size);
+		memcpy(buf, mem + dp->where[i], PAGE);
+		cr_assert_eq(pattern_check(buf, PAGE, (unsigned long long)i * PAGE, 7), -1,
+			     "page %u as the device holds it", i);
+	}
+	/* A store into device memory is the file's data. */
+	mem[dp->where[3] + 10] ^= 0xff;
+	migrate(fd, HMM_LOC_HOST);
+	cr_assert_eq(pread(fd, buf, PAGE, 3 * PAGE), PAGE);
+	cr_assert_eq(pattern_check(buf, PAGE, 3 * PAGE, 7), 10,
+		     "the device's store is in the file, at byte 10 of page 3");
+	/* Back in host RAM: no page is on the device. */
+	device_pages(fd, 0, 0, NPAGES, dp);
+	for (unsigned i = 0; i < NPAGES; i++)
+		cr_assert_eq(dp->where[i], HMM_DEVICE_PAGE_ABSENT);
+	/* Pages on the other device are not this memory's either. */
+	migrate(fd, 1);
+	device_pages(fd, 0, 0, NPAGES, dp);
+	cr_assert_eq(dp->where[0], HMM_DEVICE_PAGE_ABSENT);
+	munmap(mem, (size_t)st.st_size);
+	close(memfd);
+	hmm__client_detach(c);
+	close(fd);
+	free(dp);
+}
+
+Test(session, a_read_only_open_gets_read_only_device_memory)
+{
+	struct hmm__client *c;
+	bool writable = true;
+	void *m;
+	int fd, memfd;
+
+	fd = file_on("ro", 0, O_RDONLY);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	cr_assert_eq(hmm__client_grant(c, fd, &memfd, &writable), 0);
+	cr_assert_not(writable);
+	cr_assert_eq(fcntl(memfd, F_GETFL) & O_ACCMODE, O_RDONLY);
+	cr_assert_eq(mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0), MAP_FAILED);
+	cr_assert_eq(errno, EACCES, "the kernel refuses a writable shared mapping");
+	m = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, memfd, 0);
+	cr_assert_neq(m, MAP_FAILED);
+	cr_assert_eq(mprotect(m, PAGE, PROT_READ | PROT_WRITE), -1, "and cannot upgrade it");
+	cr_assert_neq(ftruncate(memfd, 0), 0, "nor shrink it");
+	munmap(m, PAGE);
+	close(memfd);
+	hmm__client_detach(c);
+	close(fd);
+}
+
+Test(session, a_grant_needs_a_session_of_the_same_process)
+{
+	struct hmm_grant g = { .index = 0 };
+	struct hmm__client *c;
+	int fd = file_on("g", 0, O_RDWR), dir = open(mnt.dir, O_RDONLY | O_DIRECTORY);
+
+	expect_ioctl_fails(dir, HMM_IOC_GRANT, &g, ENOTTY); /* a directory has no memory */
+	g.index = 2;
+	expect_ioctl_fails(fd, HMM_IOC_GRANT, &g, ENODEV);
+	g.index = 0;
+	g.flags = 4;
+	expect_ioctl_fails(fd, HMM_IOC_GRANT, &g, EINVAL);
+	/* A grant token presented as an attach token is refused. */
+	g.flags = 0;
+	cr_assert_eq(ioctl(fd, HMM_IOC_GRANT, &g), 0);
+	{
+		struct hmm_attach a = { .index = 0 };
+
+		cr_assert_eq(ioctl(dir, HMM_IOC_ATTACH, &a), 0);
+		cr_assert_eq(present(a.socket, g.token), -EACCES);
+	}
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	hmm__client_detach(c);
+	close(dir);
+	close(fd);
+}
+
+Test(session, device_pages_checks_its_arguments)
+{
+	struct hmm_device_pages *dp = calloc(1, sizeof(*dp));
+	int fd = file_on("dp", 0, O_RDONLY);
+
+	dp->count = 1;
+	dp->offset = 100;
+	expect_ioctl_fails(fd, HMM_IOC_DEVICE_PAGES, dp, EINVAL);
+	dp->offset = 0;
+	dp->count = 0;
+	expect_ioctl_fails(fd, HMM_IOC_DEVICE_PAGES, dp, EINVAL);
+	dp->count = HMM_DEVICE_PAGES_MAX + 1;
+	expect_ioctl_fails(fd, HMM_IOC_DEVICE_PAGES, dp, EINVAL);
+	dp->count = 1;
+	dp->index = 7;
+	expect_ioctl_fails(fd, HMM_IOC_DEVICE_PAGES, dp, ENODEV);
+	/* Past the end of the file: nothing answered. */
+	device_pages(fd, 0, 1 << 20, 4, dp);
+	cr_assert_eq(dp->count, 0);
+	device_pages(fd, 0, (NPAGES - 2) * PAGE, 8, dp);
+	cr_assert_eq(dp->count, 2, "stops at the end of the file");
+	close(fd);
+	free(dp);
+}
+
+/* The daemon's open descriptors. */
+static int daemon_fds(void)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)mnt.pid);
+	d = opendir(path);
+	cr_assert_not_null(d);
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+Test(session, a_client_killed_while_mapping_device_memory_leaves_nothing_behind)
+{
+	int fd = file_on("k", 0, O_RDWR), before, after = -1, status;
+	pid_t pid;
+
+	before = daemon_fds();
+	for (int round = 0; round < 5; round++) {
+		pid = fork();
+		cr_assert_geq(pid, 0);
+		if (pid == 0) {
+			struct hmm__client *c;
+			int memfd;
+			volatile unsigned char *m;
+
+			if (hmm__client_attach(mnt.dir, 0, &c) ||
+			    hmm__client_grant(c, fd, &memfd, NULL))
+				_exit(1);
+			m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+			if (m == MAP_FAILED)
+				_exit(1);
+			(void)m[0];
+			raise(SIGKILL);
+			_exit(1);
+		}
+		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		cr_assert(WIFSIGNALED(status), "the child failed before it was killed");
+	}
+	/* The daemon drops each session when it sees the connection close. */
+	for (int i = 0; i < 200 && (after = daemon_fds()) != before; i++)
+		usleep(10000);
+	cr_assert_eq(after, before, "the daemon holds %d descriptors, had %d", after, before);
+	/* The file is whole and still moves. */
+	migrate(fd, HMM_LOC_HOST);
+	expect_pattern(fd, 0, NPAGES * PAGE, 7);
+	migrate(fd, 1);
+	expect_pattern(fd, 0, NPAGES * PAGE, 7);
+	close(fd);
+}
+
+static bool all_zero(const unsigned char *p)
+{
+	for (size_t i = 0; i < PAGE; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+Test(session, removing_a_file_punches_its_device_memory_out_of_every_mapping)
+{
+	struct hmm_device_pages *dp = malloc(sizeof(*dp));
+	struct hmm__client *c;
+	unsigned char *mem;
+	struct stat st;
+	int fd, memfd;
+
+	fd = file_on("gone", 0, O_RDWR);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	cr_assert_eq(hmm__client_grant(c, fd, &memfd, NULL), 0);
+	cr_assert_eq(fstat(memfd, &st), 0);
+	mem = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, memfd, 0);
+	cr_assert_neq(mem, MAP_FAILED);
+	device_pages(fd, 0, 0, 1, dp);
+	cr_assert_not(all_zero(mem + dp->where[0]), "the pattern is there first");
+	hmm__client_detach(c); /* the session's grant no longer pins the file */
+	cr_assert_eq(unlink(mp("gone")), 0);
+	close(fd);
+	/* The daemon hears of the last close a moment after it returns. */
+	for (int i = 0; i < 200 && !all_zero(mem + dp->where[0]); i++)
+		usleep(10000);
+	cr_assert(all_zero(mem + dp->where[0]), "the memory was punched out");
+	munmap(mem, (size_t)st.st_size);
+	close(memfd);
+	free(dp);
+}
