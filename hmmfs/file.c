@@ -104,6 +104,7 @@ void hmmfs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		 * being migrated stay where they are. */
 		pthread_rwlock_unlock(&inode->data_lock);
 		pthread_rwlock_wrlock(&inode->data_lock);
+		hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, size));
 		err = hmmfs_pages_fault_in(inode, (uint64_t)off, size);
 	}
 	if (err)
@@ -138,6 +139,8 @@ void hmmfs_ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	if (size > HMMFS_MAX_FILESIZE - (uint64_t)off)
 		size = (size_t)(HMMFS_MAX_FILESIZE - (uint64_t)off);
 	pthread_rwlock_wrlock(&inode->data_lock);
+	if (size)
+		hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, size));
 	if (fi && fi->writepage)
 		err = hmmfs_fence_writeback(inode, buf, size, (uint64_t)off, &written);
 	else
@@ -183,6 +186,8 @@ void hmmfs_ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 	}
 	pthread_rwlock_wrlock(&inode->data_lock);
 	if (punch) {
+		if (len)
+			hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, len));
 		err = hmmfs_pages_punch(inode, off, len);
 		if (!err)
 			hmmfs_fence_raise(inode, off, len);
@@ -301,6 +306,7 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	struct hmmfs_inode *in = hmmfs_inode_get(ino_in);
 	struct hmmfs_inode *out = hmmfs_inode_get(ino_out);
 	size_t copied = 0;
+	bool fenced_in = false, fenced_out = false;
 	int err = 0;
 
 	if (flags) {
@@ -322,6 +328,19 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	if (len > HMMFS_MAX_FILESIZE - (uint64_t)off_out)
 		len = (size_t)(HMMFS_MAX_FILESIZE - (uint64_t)off_out);
 
+	/* Take both ranges' device memory from the sessions first, each with
+	 * only its own file's lock (session.c: no data_lock while waiting);
+	 * the fences keep them until the copy is done. */
+	if (len) {
+		pthread_rwlock_wrlock(&in->data_lock);
+		fenced_in = hmmfs_pages_unshare_begin(in, page_index(off_in),
+						      last_page_index(off_in, len));
+		pthread_rwlock_unlock(&in->data_lock);
+		pthread_rwlock_wrlock(&out->data_lock);
+		fenced_out = hmmfs_pages_unshare_begin(out, page_index(off_out),
+						       last_page_index(off_out, len));
+		pthread_rwlock_unlock(&out->data_lock);
+	}
 	/* Lock order for two files: the lower address first.  Both for
 	 * writing: reading the source may bring its pages back from a device. */
 	if (in == out) {
@@ -344,6 +363,10 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			err = -EOPNOTSUPP;
 		}
 	}
+	if (fenced_in)
+		hmmfs_pages_unshare_end(in);
+	if (fenced_out)
+		hmmfs_pages_unshare_end(out);
 	if (in != out)
 		pthread_rwlock_unlock(&in->data_lock);
 	pthread_rwlock_unlock(&out->data_lock);

@@ -150,6 +150,12 @@ struct hmmfs_inode {
 			 * so that clients can map its device pages; NULL until
 			 * a page first moves to a device */
 			struct hmm__pool_owner **devmem;
+			/* grants of that memory (session.c); atomic */
+			uint32_t shared;
+			/* pages whose device memory is being taken from the
+			 * sessions (hmmfs_pages_unshare): none is handed out */
+			uint64_t unshare_first, unshare_last;
+			unsigned nunshares;
 		} file;
 		struct hmmfs_dir dir;         /* S_IFDIR; protected by fs->ns_lock */
 		char *symlink;                /* S_IFLNK; immutable */
@@ -186,6 +192,18 @@ struct hmmfs_fs {
 
 extern struct hmmfs_fs hmmfs;
 
+/* The index of the page holding byte off. */
+static inline uint64_t page_index(uint64_t off)
+{
+	return off >> hmmfs.page_shift;
+}
+
+/* The index of the last page of [off, off + len), len > 0; saturates. */
+static inline uint64_t last_page_index(uint64_t off, uint64_t len)
+{
+	return (len > UINT64_MAX - off ? UINT64_MAX : off + len - 1) >> hmmfs.page_shift;
+}
+
 /* A file handle's fh: what the open allowed (FUSE passes no open flags with
  * later requests, such as an ioctl). */
 #define HMMFS_FH_WRITABLE 1u
@@ -206,6 +224,19 @@ void hmmfs_session_ioctl_grant(fuse_req_t req, struct hmmfs_inode *f,
 			       const struct fuse_file_info *fi, const struct hmm_grant *in);
 void hmmfs_session_ioctl_device_pages(fuse_req_t req, struct hmmfs_inode *f,
 				      const struct hmm_device_pages *in);
+/* Whether any session can have f's device memory mapped.  Context: any;
+ * under f->data_lock, 0 stays 0 until the lock is dropped. */
+bool hmmfs_session_shared(const struct hmmfs_inode *f);
+/*
+ * hmmfs_session_invalidate() - tell every session holding a grant of f's
+ * memory on device loc (every device if loc < 0) that pages [first, last]
+ * are going, and, if wait, wait until each has answered (or ended, or was
+ * ended for not answering in time).
+ * Context: no data_lock held (see the top of session.c); the pages must be
+ * fenced so that nobody is handed their memory meanwhile.
+ */
+void hmmfs_session_invalidate(struct hmmfs_inode *f, int loc, uint64_t first, uint64_t last,
+			      bool wait);
 
 /* inode.c */
 int hmmfs_inode_new(mode_t mode, uid_t uid, gid_t gid, dev_t rdev,
@@ -270,6 +301,24 @@ int hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len);
 int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len);
 int64_t hmmfs_pages_seek(struct hmmfs_inode *f, uint64_t off, int whence);
 void hmmfs_pages_free_all(struct hmmfs_inode *f);
+/*
+ * hmmfs_pages_unshare() - before pages [first, last] of f may leave a
+ * device or be freed: take their device memory from the sessions that may
+ * map it (session.c).  If a session may and a page of the range is on a
+ * device, it fences the pages, drops data_lock, invalidates and takes
+ * data_lock again, so the caller must look at the pages only after it
+ * returns.
+ * Context: f->data_lock held for writing.
+ */
+void hmmfs_pages_unshare(struct hmmfs_inode *f, uint64_t first, uint64_t last);
+/* The same in two halves, for a caller that must drop data_lock between
+ * the invalidation and its change (copy_file_range takes two files' locks):
+ * the fence stays up until _end.  Return: whether _end is needed. */
+bool hmmfs_pages_unshare_begin(struct hmmfs_inode *f, uint64_t first, uint64_t last);
+void hmmfs_pages_unshare_end(struct hmmfs_inode *f);
+/* Whether page index of f is fenced by hmmfs_pages_unshare.  Context:
+ * f->data_lock held. */
+bool hmmfs_pages_unshared(const struct hmmfs_inode *f, uint64_t index);
 /* struct hmm__mem's owned(): the file's own memory on device loc, made on
  * first use.  Context: f->data_lock held for writing. */
 struct hmm__pool_owner **hmmfs_pages_devmem(void *owner, int loc);

@@ -147,6 +147,9 @@ static void release_data(struct hmmfs_inode *inode)
 {
 	if (!S_ISREG(inode->type))
 		return;
+	/* No open is left to look pages up with: tell the sessions, but do
+	 * not wait for them (the caller may hold ns_lock). */
+	hmmfs_session_invalidate(inode, -1, 0, UINT64_MAX, false);
 	pthread_rwlock_wrlock(&inode->data_lock);
 	hmmfs_pages_free_all(inode);
 	pthread_rwlock_unlock(&inode->data_lock);
@@ -319,6 +322,7 @@ void hmmfs_ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			return;
 		}
 		pthread_rwlock_wrlock(&inode->data_lock);
+		hmmfs_pages_unshare(inode, page_index((uint64_t)attr->st_size), UINT64_MAX);
 		err = hmmfs_pages_truncate(inode, (uint64_t)attr->st_size);
 		pthread_rwlock_unlock(&inode->data_lock);
 		if (err) {

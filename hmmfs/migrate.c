@@ -263,6 +263,7 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 	uint64_t *indices = m->indices, index = first;
 	size_t n = 0, got;
 	int dest = m->args.dest, err;
+	bool leaving = false;
 
 	pthread_rwlock_wrlock(&f->data_lock);
 	got = hmm__radix_gang(&f->file.pages, &index, first + npages, (void **)m->batch,
@@ -277,11 +278,17 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 			pg->state = HMM__PAGE_MOVING;
 			pg->dest = (int16_t)dest;
 			indices[n++] = indices[i];
+			leaving |= pg->loc != HMM__LOC_HOST;
 		}
 	}
 	pthread_rwlock_unlock(&f->data_lock);
 	if (!n)
 		return 0;
+
+	/* Pages leaving a device: the sessions that map them drop them first
+	 * (MOVING pages are not handed out meanwhile). */
+	if (leaving)
+		hmmfs_session_invalidate(f, -1, indices[0], indices[n - 1], true);
 
 	/* Take the pages from the CPU; the kernel reports no errors here. */
 	take_from_cpu(m, m->own_fd, (off_t)(indices[0] << hmmfs.page_shift),
@@ -320,6 +327,15 @@ static int evict_batch(struct hmm__device *dev, const struct migration *m,
 		return 0;
 	f = owner;
 	pthread_rwlock_wrlock(&f->data_lock);
+	if (hmmfs_session_shared(f)) {
+		uint64_t lo = UINT64_MAX, hi = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			lo = indices[i] < lo ? indices[i] : lo;
+			hi = indices[i] > hi ? indices[i] : hi;
+		}
+		hmmfs_pages_unshare(f, lo, hi);
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, indices[i]);
 

@@ -26,11 +26,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static uint64_t page_of(uint64_t off)
-{
-	return off >> hmmfs.page_shift;
-}
-
 static uint64_t in_page(uint64_t off)
 {
 	return off & (hmmfs.page_size - 1);
@@ -158,12 +153,12 @@ static int page_get(struct hmmfs_inode *f, uint64_t index, bool whole, bool writ
  */
 bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size)
 {
-	uint64_t index = page_of(off), last;
+	uint64_t index = page_index(off), last;
 	struct hmm__page *pg;
 
 	if (!hmmfs.ndevices || !size || off >= f->file.size)
 		return false;
-	last = page_of(off + size - 1);
+	last = page_index(off + size - 1);
 	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
 		if (!cpu_can_touch(pg) || pg->state == HMM__PAGE_MOVING)
 			return true;
@@ -188,8 +183,8 @@ int hmmfs_pages_fault_in(struct hmmfs_inode *f, uint64_t off, size_t size)
 
 	if (!size || off >= f->file.size)
 		return 0;
-	last = page_of(off + size - 1);
-	index = page_of(off);
+	last = page_index(off + size - 1);
+	index = page_index(off);
 	while (!err && (pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
 		cpu_touched(pg, false);
 		if (!cpu_can_touch(pg))
@@ -225,7 +220,7 @@ int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
 
 		if (chunk > size - done)
 			chunk = size - done;
-		err = page_get(f, page_of(pos), chunk == hmmfs.page_size, writeback, &pg);
+		err = page_get(f, page_index(pos), chunk == hmmfs.page_size, writeback, &pg);
 		if (err)
 			break;
 		memcpy((char *)pg->data + in_page(pos), buf + done, chunk);
@@ -256,7 +251,7 @@ size_t hmmfs_pages_iov(struct hmmfs_inode *f, uint64_t off, size_t size,
 		size = (size_t)(f->file.size - off);
 	while (size && n < max_iov) {
 		size_t chunk = hmmfs.page_size - in_page(off);
-		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, page_of(off));
+		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, page_index(off));
 
 		HMM_ASSERT(!pg || cpu_can_touch(pg));
 		if (pg)
@@ -285,7 +280,7 @@ int hmmfs_pages_read(struct hmmfs_inode *f, uint64_t off, size_t size, char *buf
 		if (chunk > size)
 			chunk = size;
 		if (off < f->file.size) {
-			int err = page_for_cpu(f, page_of(off), false, &pg);
+			int err = page_for_cpu(f, page_index(off), false, &pg);
 			if (err)
 				return err;
 		}
@@ -304,7 +299,7 @@ int hmmfs_pages_read(struct hmmfs_inode *f, uint64_t off, size_t size, char *buf
 static int zero_in_page(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 {
 	struct hmm__page *pg;
-	int err = page_for_cpu(f, page_of(off), false, &pg);
+	int err = page_for_cpu(f, page_index(off), false, &pg);
 
 	if (!err && pg && len)
 		memset((char *)pg->data + in_page(off), 0, len);
@@ -318,7 +313,7 @@ static int zero_in_page(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 int hmmfs_pages_truncate(struct hmmfs_inode *f, uint64_t size)
 {
 	if (size < f->file.size) {
-		uint64_t first_gone = page_of(size + hmmfs.page_size - 1);
+		uint64_t first_gone = page_index(size + hmmfs.page_size - 1);
 		int err = 0;
 
 		if (in_page(size))
@@ -345,20 +340,20 @@ int hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 		end = f->file.size;
 	if (off >= end)
 		return 0;
-	first = page_of(off + hmmfs.page_size - 1); /* first whole page */
-	last = page_of(end);                        /* one past the last whole page */
-	if (page_of(off) == page_of(end))
+	first = page_index(off + hmmfs.page_size - 1); /* first whole page */
+	last = page_index(end);                        /* one past the last whole page */
+	if (page_index(off) == page_index(end))
 		return zero_in_page(f, off, end - off);
 	if (in_page(off))
 		err = zero_in_page(f, off, hmmfs.page_size - in_page(off));
 	if (!err && in_page(end)) {
 		/* The tail page: zero its head, or free it if the size ends in it. */
 		if (end == f->file.size) {
-			struct hmm__page *pg = hmm__radix_delete(&f->file.pages, page_of(end));
+			struct hmm__page *pg = hmm__radix_delete(&f->file.pages, page_index(end));
 			if (pg)
 				free_page(pg, NULL);
 		} else {
-			err = zero_in_page(f, page_of(end) << hmmfs.page_shift, in_page(end));
+			err = zero_in_page(f, page_index(end) << hmmfs.page_shift, in_page(end));
 		}
 	}
 	if (err)
@@ -383,7 +378,7 @@ int hmmfs_pages_punch(struct hmmfs_inode *f, uint64_t off, uint64_t len)
  */
 int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 {
-	uint64_t first = page_of(off), last = page_of(off + len - 1);
+	uint64_t first = page_index(off), last = page_index(off + len - 1);
 	uint64_t *added = NULL, nadded = 0, cap = 0;
 	int err = 0;
 
@@ -423,7 +418,7 @@ int hmmfs_pages_allocate(struct hmmfs_inode *f, uint64_t off, uint64_t len)
  */
 int64_t hmmfs_pages_seek(struct hmmfs_inode *f, uint64_t off, int whence)
 {
-	uint64_t index = page_of(off);
+	uint64_t index = page_index(off);
 
 	if (off >= f->file.size)
 		return -ENXIO;
@@ -442,9 +437,9 @@ int64_t hmmfs_pages_seek(struct hmmfs_inode *f, uint64_t off, int whence)
 
 bool hmmfs_pages_range_is_hole(struct hmmfs_inode *f, uint64_t off, uint64_t len)
 {
-	uint64_t index = page_of(off);
+	uint64_t index = page_index(off);
 
-	return !hmm__radix_next(&f->file.pages, &index) || index > page_of(off + len - 1);
+	return !hmm__radix_next(&f->file.pages, &index) || index > page_index(off + len - 1);
 }
 
 void hmmfs_pages_free_all(struct hmmfs_inode *f)
@@ -457,6 +452,59 @@ void hmmfs_pages_free_all(struct hmmfs_inode *f)
 		free(f->file.devmem);
 		f->file.devmem = NULL;
 	}
+}
+
+/* Whether any page of [first, last] of f is on a device. */
+static bool any_on_device(struct hmmfs_inode *f, uint64_t first, uint64_t last)
+{
+	struct hmm__page *pg;
+
+	while ((pg = hmm__radix_next(&f->file.pages, &first)) && first <= last) {
+		if (pg->loc != HMM__LOC_HOST)
+			return true;
+		if (first == UINT64_MAX)
+			break;
+		first++;
+	}
+	return false;
+}
+
+bool hmmfs_pages_unshare_begin(struct hmmfs_inode *f, uint64_t first, uint64_t last)
+{
+	if (!hmmfs_session_shared(f) || !any_on_device(f, first, last))
+		return false;
+	if (f->file.nunshares++ == 0) {
+		f->file.unshare_first = first;
+		f->file.unshare_last = last;
+	} else {
+		if (first < f->file.unshare_first)
+			f->file.unshare_first = first;
+		if (last > f->file.unshare_last)
+			f->file.unshare_last = last;
+	}
+	pthread_rwlock_unlock(&f->data_lock);
+	hmmfs_session_invalidate(f, -1, first, last, true);
+	pthread_rwlock_wrlock(&f->data_lock);
+	return true;
+}
+
+void hmmfs_pages_unshare_end(struct hmmfs_inode *f)
+{
+	f->file.nunshares--;
+}
+
+void hmmfs_pages_unshare(struct hmmfs_inode *f, uint64_t first, uint64_t last)
+{
+	/* From here the caller holds the lock until its change is done:
+	 * nobody can look the pages up meanwhile, the fence can go. */
+	if (hmmfs_pages_unshare_begin(f, first, last))
+		hmmfs_pages_unshare_end(f);
+}
+
+bool hmmfs_pages_unshared(const struct hmmfs_inode *f, uint64_t index)
+{
+	return f->file.nunshares && index >= f->file.unshare_first &&
+	       index <= f->file.unshare_last;
 }
 
 struct hmm__pool_owner **hmmfs_pages_devmem(void *owner, int loc)

@@ -22,14 +22,26 @@
  * the file with that mode: the kernel checked the open, the token is
  * 128 random bits, and only the process that asked may redeem it.
  *
+ * Invalidation.  Before a page of a granted file leaves a device, or its
+ * memory there is freed, every session holding a grant of that file and
+ * device is told (INVAL, a range of pages) and the change waits for its
+ * answer (ACK): the client drops its device mappings of the range first,
+ * as a driver's invalidate callback does.  A session that does not answer
+ * within ACK_SECONDS is ended.  Whoever invalidates holds no data_lock:
+ * a client's device access in flight, which the client's invalidation
+ * waits for, may be a CPU access to a mapping of some file, served by a
+ * FUSE worker that needs that file's data_lock.  So the page's memory is
+ * fenced first (pages.c, hmmfs_pages_unshare; migration's MOVING state),
+ * so that HMM_IOC_DEVICE_PAGES does not hand it out again meanwhile.
+ *
  * Threads: one accepts connections; each session has one that reads the
- * client's messages.  Neither ever waits for an inode's data_lock, so a
- * thread that holds one may wait for a session's answer.
+ * client's messages.  Neither ever waits for an inode's data_lock.
  *
  * Locks: sessions.lock (a leaf, below every hmmfs lock but the migration
- * queue) protects the tokens, the list of sessions and their grants; a
- * session's send_lock orders the messages sent to it and is never held
- * while waiting.
+ * queue) protects the tokens, the list of sessions, their grants and their
+ * invalidation counts; a session's send_lock orders the messages sent to it
+ * (INVALs go out in the order of their numbers) and is never held while
+ * waiting for an answer.
  */
 #include "config.h"
 #include "hmmfs.h"
@@ -54,6 +66,8 @@
 
 /* How long a token waits to be redeemed, and a new client to say hello. */
 #define TOKEN_SECONDS 10
+/* How long a session may take to answer an invalidation. */
+#define ACK_SECONDS 5
 /* Tokens pending at once, and sessions at once: no caller can make the
  * daemon hold more than this much for it. */
 #define MAX_TOKENS 256
@@ -91,10 +105,15 @@ struct session {
 	struct grant *grants;      /* protected by sessions.lock */
 	uint64_t next_grant;       /* the reader's own */
 	pthread_mutex_t send_lock;
+	uint64_t inval_sent;       /* INVALs numbered so far; send_lock */
+	uint64_t inval_acked;      /* the last answered; sessions.lock */
+	unsigned refs;             /* invalidations using it; sessions.lock */
+	bool ended;                /* the reader is done; sessions.lock */
 };
 
 static struct {
 	pthread_mutex_t lock;
+	pthread_cond_t changed;    /* an ACK came, a session ended, refs dropped */
 	bool started;
 	int listen_fd;
 	int stop_fd;               /* a pipe's write end: closing it ends accept */
@@ -107,8 +126,25 @@ static struct {
 	unsigned ntokens;
 	struct session *sessions;
 	unsigned nsessions;
-} sessions = { .lock = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .stop_fd = -1,
-	       .stop_rd = -1 };
+} sessions = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER,
+	       .listen_fd = -1, .stop_fd = -1, .stop_rd = -1 };
+
+/* A file's count of grants and grant tokens: while it is 0 nobody can map
+ * its device memory, and changes need not invalidate. */
+static void shared_get(struct hmmfs_inode *f)
+{
+	__atomic_add_fetch(&f->file.shared, 1, __ATOMIC_SEQ_CST);
+}
+
+static void shared_put(struct hmmfs_inode *f)
+{
+	__atomic_sub_fetch(&f->file.shared, 1, __ATOMIC_SEQ_CST);
+}
+
+bool hmmfs_session_shared(const struct hmmfs_inode *f)
+{
+	return __atomic_load_n(&f->file.shared, __ATOMIC_SEQ_CST) != 0;
+}
 
 int hmmfs_session_set_policy(const char *attach)
 {
@@ -182,6 +218,7 @@ static void token_free(struct token *t)
 
 		if (t->kind == TOKEN_GRANT) {
 			close(t->fd);
+			shared_put(t->inode);
 			hmmfs_inode_unpin(t->inode);
 		}
 		free(t);
@@ -305,6 +342,10 @@ static int memory_fd(struct hmmfs_inode *f, unsigned k, bool writable)
 	fd = writable ? fcntl(hmm__pool_owner_fd(*slot), F_DUPFD_CLOEXEC, 0)
 		      : open(path, O_RDONLY | O_CLOEXEC);
 	err = fd < 0 ? -errno : fd;
+	/* Counted under data_lock: a change that finds no sharing under it
+	 * knows that nobody can have this memory's pages mapped. */
+	if (fd >= 0)
+		shared_get(f);
 	pthread_rwlock_unlock(&f->data_lock);
 	return err;
 }
@@ -342,6 +383,7 @@ void hmmfs_session_ioctl_grant(fuse_req_t req, struct hmmfs_inode *f,
 	err = token_issue(req, t);
 	if (err) {
 		close(fd);
+		shared_put(f);
 		hmmfs_inode_unpin(f);
 		free(t);
 		fuse_reply_err(req, -err);
@@ -385,6 +427,8 @@ void hmmfs_session_ioctl_device_pages(fuse_req_t req, struct hmmfs_inode *f,
 		uint64_t off;
 
 		out->where[i] = HMM_DEVICE_PAGE_ABSENT;
+		if (hmmfs_pages_unshared(f, first + i))
+			continue;
 		if (pg && pg->loc == (int)in->index && pg->state == HMM__PAGE_STABLE &&
 		    hmm__pool_page_offset(&hmmfs.devices[in->index]->pool, pg->data, &off) == 0)
 			out->where[i] = off;
@@ -449,7 +493,7 @@ static int session_grant(struct session *s, const struct hmm__msg *req)
 		token_free(t);
 		return session_send(s, &reply, -1);
 	}
-	g->inode = t->inode; /* the token's pin becomes the grant's */
+	g->inode = t->inode; /* the token's pin and share become the grant's */
 	g->device = t->device;
 	g->id = ++s->next_grant;
 	reply.arg[0] = g->id;
@@ -459,6 +503,7 @@ static int session_grant(struct session *s, const struct hmm__msg *req)
 	close(t->fd);
 	free(t);
 	if (err) {
+		shared_put(g->inode);
 		hmmfs_inode_unpin(g->inode);
 		free(g);
 		return err;
@@ -510,10 +555,16 @@ static void session_end(struct session *s)
 	}
 	g = s->grants;
 	s->grants = NULL;
+	/* Invalidations waiting for this session's answer stop waiting. */
+	s->ended = true;
+	pthread_cond_broadcast(&sessions.changed);
+	while (s->refs)
+		pthread_cond_wait(&sessions.changed, &sessions.lock);
 	pthread_mutex_unlock(&sessions.lock);
 	while (g) {
 		struct grant *next = g->next;
 
+		shared_put(g->inode);
 		hmmfs_inode_unpin(g->inode);
 		free(g);
 		g = next;
@@ -538,6 +589,12 @@ static void *session_main(void *arg)
 			if (msg.type == HMM__MSG_GRANT) {
 				if (session_grant(s, &msg))
 					break;
+			} else if (msg.type == HMM__MSG_ACK) {
+				pthread_mutex_lock(&sessions.lock);
+				if (msg.seq > s->inval_acked)
+					s->inval_acked = msg.seq;
+				pthread_cond_broadcast(&sessions.changed);
+				pthread_mutex_unlock(&sessions.lock);
 			} else {
 				break; /* a protocol error ends the session */
 			}
@@ -597,6 +654,90 @@ static void *acceptor_main(void *arg)
 		pthread_attr_destroy(&attr);
 	}
 	return NULL;
+}
+
+/* One session to tell, for one of its grants. */
+struct target {
+	struct session *s;
+	uint64_t grant, seq;
+};
+
+/* Send INVAL to a target; a session that cannot take it is ended. */
+static void send_inval(struct target *t, uint64_t first, uint64_t last)
+{
+	struct hmm__msg msg = { .type = HMM__MSG_INVAL };
+	struct iovec iov = { &msg, sizeof(msg) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n;
+
+	msg.arg[0] = t->grant;
+	msg.arg[1] = first;
+	msg.arg[2] = last;
+	pthread_mutex_lock(&t->s->send_lock);
+	msg.seq = t->seq = ++t->s->inval_sent;
+	do
+		n = sendmsg(t->s->fd, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	pthread_mutex_unlock(&t->s->send_lock);
+	if (n != (ssize_t)sizeof(msg))
+		shutdown(t->s->fd, SHUT_RDWR);
+}
+
+void hmmfs_session_invalidate(struct hmmfs_inode *f, int loc, uint64_t first, uint64_t last,
+			      bool wait)
+{
+	struct target *targets = NULL;
+	size_t n = 0, cap = 0;
+	struct timespec deadline;
+
+	if (!hmmfs_session_shared(f))
+		return;
+	pthread_mutex_lock(&sessions.lock);
+	for (struct session *s = sessions.sessions; s; s = s->next) {
+		if (s->ended)
+			continue;
+		for (struct grant *g = s->grants; g; g = g->next) {
+			if (g->inode != f || (loc >= 0 && g->device != (unsigned)loc))
+				continue;
+			if (n == cap) {
+				size_t c = cap ? 2 * cap : 8;
+				struct target *t = realloc(targets, c * sizeof(*t));
+
+				if (!t) {
+					/* Cannot even remember it: end it. */
+					shutdown(s->fd, SHUT_RDWR);
+					break;
+				}
+				targets = t;
+				cap = c;
+			}
+			targets[n++] = (struct target){ s, g->id, 0 };
+			s->refs++;
+		}
+	}
+	pthread_mutex_unlock(&sessions.lock);
+	for (size_t i = 0; i < n; i++)
+		send_inval(&targets[i], first, last);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += ACK_SECONDS;
+	pthread_mutex_lock(&sessions.lock);
+	for (size_t i = 0; i < n; i++) {
+		struct session *s = targets[i].s;
+
+		while (wait && !s->ended && s->inval_acked < targets[i].seq) {
+			if (pthread_cond_timedwait(&sessions.changed, &sessions.lock,
+						   &deadline) == ETIMEDOUT) {
+				/* Too slow: it is no longer trusted with the
+				 * memory, and nothing waits for it. */
+				shutdown(s->fd, SHUT_RDWR);
+				break;
+			}
+		}
+		s->refs--;
+	}
+	pthread_cond_broadcast(&sessions.changed);
+	pthread_mutex_unlock(&sessions.lock);
+	free(targets);
 }
 
 int hmmfs_session_start(void)

@@ -4,8 +4,12 @@
  * mount, and the memory of its files on them (the daemon's side and the
  * protocol: hmmfs/session.c and hmm-internal.h).
  *
- * A client is one connection.  Requests are answered in order; a client's
- * lock makes each request and its answer one exchange.
+ * A client is one connection and a reader thread.  The reader takes every
+ * message: answers to the one request in flight (a client's lock allows
+ * one at a time) go to the thread that waits for them; an invalidation
+ * (INVAL) is passed to the client's callback and answered (ACK) when the
+ * callback returns.  The callback runs on the reader, so it must not make
+ * a request of the same client (nobody would read the answer).
  */
 #include "config.h"
 #include "hmm-internal.h"
@@ -23,12 +27,23 @@
 #include <hmm.h>
 
 struct hmm__client {
-	pthread_mutex_t lock;   /* one exchange at a time */
+	pthread_mutex_t lock;   /* one request at a time */
+	pthread_mutex_t send_lock;
 	int sock;
 	unsigned index;         /* the device attached to */
 	size_t page_size;
 	unsigned ndevices;
 	uint64_t seq;           /* protected by lock */
+	hmm__client_inval_fn inval;
+	void *arg;
+	pthread_t reader;
+	/* The answer to the request in flight; protected by reply_lock. */
+	pthread_mutex_t reply_lock;
+	pthread_cond_t replied;
+	struct hmm__msg reply;
+	int reply_fd;
+	bool have_reply;
+	bool gone;              /* the connection ended */
 };
 
 static int send_msg(int sock, const struct hmm__msg *msg)
@@ -93,7 +108,78 @@ static int connect_to(const char *name)
 	return sock;
 }
 
-int hmm__client_attach(const char *path, unsigned index, struct hmm__client **out)
+static int client_send(struct hmm__client *c, const struct hmm__msg *msg)
+{
+	int err;
+
+	pthread_mutex_lock(&c->send_lock);
+	err = send_msg(c->sock, msg);
+	pthread_mutex_unlock(&c->send_lock);
+	return err;
+}
+
+static void *reader_main(void *arg)
+{
+	struct hmm__client *c = arg;
+	struct hmm__msg msg;
+	int fd;
+
+	while (recv_msg(c->sock, &msg, &fd) == 0) {
+		if (msg.type == HMM__MSG_INVAL && fd < 0) {
+			struct hmm__msg ack = { .type = HMM__MSG_ACK, .seq = msg.seq };
+
+			if (c->inval)
+				c->inval(c->arg, msg.arg[0], msg.arg[1], msg.arg[2]);
+			if (client_send(c, &ack))
+				break;
+			continue;
+		}
+		pthread_mutex_lock(&c->reply_lock);
+		if (c->have_reply && c->reply_fd >= 0)
+			close(c->reply_fd); /* nobody asked for it */
+		c->reply = msg;
+		c->reply_fd = fd;
+		c->have_reply = true;
+		pthread_cond_broadcast(&c->replied);
+		pthread_mutex_unlock(&c->reply_lock);
+	}
+	pthread_mutex_lock(&c->reply_lock);
+	c->gone = true;
+	pthread_cond_broadcast(&c->replied);
+	pthread_mutex_unlock(&c->reply_lock);
+	return NULL;
+}
+
+/* Send req and wait for its answer.  Context: c->lock held. */
+static int exchange(struct hmm__client *c, struct hmm__msg *req, struct hmm__msg *reply, int *fd)
+{
+	int err;
+
+	pthread_mutex_lock(&c->reply_lock);
+	if (c->have_reply && c->reply_fd >= 0)
+		close(c->reply_fd);
+	c->have_reply = false;
+	pthread_mutex_unlock(&c->reply_lock);
+	req->seq = ++c->seq;
+	err = client_send(c, req);
+	if (err)
+		return err;
+	pthread_mutex_lock(&c->reply_lock);
+	while (!c->have_reply && !c->gone)
+		pthread_cond_wait(&c->replied, &c->reply_lock);
+	if (c->have_reply) {
+		*reply = c->reply;
+		*fd = c->reply_fd;
+		c->have_reply = false;
+	} else {
+		err = -ECONNRESET;
+	}
+	pthread_mutex_unlock(&c->reply_lock);
+	return err;
+}
+
+int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn inval,
+		       void *arg, struct hmm__client **out)
 {
 	struct hmm_attach a = { .index = index };
 	struct hmm__msg hello = { .type = HMM__MSG_HELLO }, welcome;
@@ -133,15 +219,32 @@ int hmm__client_attach(const char *path, unsigned index, struct hmm__client **ou
 		return err;
 	}
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->send_lock, NULL);
+	pthread_mutex_init(&c->reply_lock, NULL);
+	pthread_cond_init(&c->replied, NULL);
 	c->sock = sock;
 	c->index = index;
 	c->page_size = (size_t)welcome.arg[0];
 	c->ndevices = (unsigned)welcome.arg[1];
+	c->inval = inval;
+	c->arg = arg;
+	c->reply_fd = -1;
+	err = -pthread_create(&c->reader, NULL, reader_main, c);
+	if (err) {
+		close(sock);
+		pthread_mutex_destroy(&c->lock);
+		pthread_mutex_destroy(&c->send_lock);
+		pthread_mutex_destroy(&c->reply_lock);
+		pthread_cond_destroy(&c->replied);
+		free(c);
+		return err;
+	}
 	*out = c;
 	return 0;
 }
 
-int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable)
+int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable,
+		      uint64_t *grant)
 {
 	struct hmm_grant g = { .index = c->index };
 	struct hmm__msg req = { .type = HMM__MSG_GRANT }, reply;
@@ -151,10 +254,7 @@ int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable)
 		return -errno;
 	memcpy(req.token, g.token, sizeof(req.token));
 	pthread_mutex_lock(&c->lock);
-	req.seq = ++c->seq;
-	err = send_msg(c->sock, &req);
-	if (!err)
-		err = recv_msg(c->sock, &reply, &mfd);
+	err = exchange(c, &req, &reply, &mfd);
 	pthread_mutex_unlock(&c->lock);
 	if (!err && (reply.type != HMM__MSG_GRANTED || reply.seq != req.seq))
 		err = -EPROTO;
@@ -170,6 +270,8 @@ int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable)
 	*memfd = mfd;
 	if (writable)
 		*writable = reply.arg[2] != 0;
+	if (grant)
+		*grant = reply.arg[0];
 	return 0;
 }
 
@@ -182,7 +284,15 @@ void hmm__client_detach(struct hmm__client *c)
 {
 	if (!c)
 		return;
+	/* The reader sees the end of the connection and stops. */
+	shutdown(c->sock, SHUT_RDWR);
+	pthread_join(c->reader, NULL);
 	close(c->sock);
+	if (c->have_reply && c->reply_fd >= 0)
+		close(c->reply_fd);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->send_lock);
+	pthread_mutex_destroy(&c->reply_lock);
+	pthread_cond_destroy(&c->replied);
 	free(c);
 }

@@ -385,12 +385,20 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
  *   daemon -> client  GRANTED  seq, status; arg[0] grant id, arg[1] device,
  *                              arg[2] writable; the memfd as SCM_RIGHTS
  *                              when status is 0
+ *   daemon -> client  INVAL    seq; arg[0] grant id, arg[1] first page,
+ *                              arg[2] last page (inclusive): drop every
+ *                              device mapping of those pages, then answer
+ *   client -> daemon  ACK      seq: every INVAL up to seq is done
+ * INVALs come numbered in order and may arrive at any time, between a GRANT
+ * and its GRANTED too.
  * ------------------------------------------------------------------------ */
 enum hmm__msg_type {
 	HMM__MSG_HELLO = 1,
 	HMM__MSG_WELCOME,
 	HMM__MSG_GRANT,
 	HMM__MSG_GRANTED,
+	HMM__MSG_INVAL,
+	HMM__MSG_ACK,
 };
 
 struct hmm__msg {
@@ -407,19 +415,30 @@ struct hmm__msg {
  * ------------------------------------------------------------------------ */
 struct hmm__client;
 /*
+ * The daemon takes pages [first, last] of the memory of grant away: drop
+ * every mapping of them, then return (the daemon waits for it, up to 5 s,
+ * then ends the session).  Runs on the client's reader thread: it must not
+ * make requests of the same client.
+ */
+typedef void (*hmm__client_inval_fn)(void *arg, uint64_t grant, uint64_t first,
+				     uint64_t last);
+/*
  * hmm__client_attach() - attach to device index of the mount that path (a
- * file or directory) is on.
+ * file or directory) is on; inval (may be NULL) hears the invalidations.
  * Return: 0; -ENOTTY (not hmmfs), -ENODEV, -EACCES (refused: attach=, or
  * the token's checks), -EINVAL, -EPROTO, or another -errno.
  */
-int hmm__client_attach(const char *path, unsigned index, struct hmm__client **out);
+int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn inval,
+		       void *arg, struct hmm__client **out);
 /*
  * hmm__client_grant() - the memory of the open hmmfs file fd on the
  * attached device: *memfd, read-only unless the file is open for writing
- * (*writable, if not NULL).  The caller owns *memfd.
+ * (*writable, if not NULL), and the grant's id (*grant, if not NULL) that
+ * invalidations name.  The caller owns *memfd.
  * Return: 0; -ENOTTY, -EACCES, -EPROTO, or another -errno.
  */
-int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable);
+int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable,
+		      uint64_t *grant);
 size_t hmm__client_page_size(const struct hmm__client *c);
 /* End the session; grants' descriptors stay valid.  NULL: nothing. */
 void hmm__client_detach(struct hmm__client *c);

@@ -91,7 +91,7 @@ static void device_pages(int fd, unsigned index, uint64_t offset, uint32_t count
 static int try_attach(const char *path)
 {
 	struct hmm__client *c;
-	int err = hmm__client_attach(path, 0, &c);
+	int err = hmm__client_attach(path, 0, NULL, NULL, &c);
 
 	if (err) {
 		errno = -err;
@@ -105,15 +105,15 @@ Test(session, the_owner_attaches_and_bad_requests_fail_cleanly)
 {
 	struct hmm__client *c = NULL;
 
-	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, NULL, NULL, &c), 0);
 	cr_assert_eq(hmm__client_page_size(c), PAGE);
 	hmm__client_detach(c);
-	cr_assert_eq(hmm__client_attach(mnt.dir, 1, &c), 0, "the second device too");
+	cr_assert_eq(hmm__client_attach(mnt.dir, 1, NULL, NULL, &c), 0, "the second device too");
 	hmm__client_detach(c);
-	cr_assert_eq(hmm__client_attach(mnt.dir, 2, &c), -ENODEV);
-	cr_assert_eq(hmm__client_attach("/proc", 0, &c), -ENOTTY, "not an hmmfs mount");
-	cr_assert_eq(hmm__client_attach(mp("no/such"), 0, &c), -ENOENT);
-	cr_assert_eq(hmm__client_attach(NULL, 0, &c), -EINVAL);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 2, NULL, NULL, &c), -ENODEV);
+	cr_assert_eq(hmm__client_attach("/proc", 0, NULL, NULL, &c), -ENOTTY, "not an hmmfs mount");
+	cr_assert_eq(hmm__client_attach(mp("no/such"), 0, NULL, NULL, &c), -ENOENT);
+	cr_assert_eq(hmm__client_attach(NULL, 0, NULL, NULL, &c), -EINVAL);
 }
 
 Test(session, the_attach_ioctl_checks_its_arguments)
@@ -227,7 +227,7 @@ Test(session, a_client_that_breaks_the_protocol_is_dropped_and_others_go_on)
 	cr_assert_eq(send(sock, junk, sizeof(junk), MSG_NOSIGNAL), (ssize_t)sizeof(junk));
 	cr_assert_eq(recv(sock, junk, sizeof(junk), 0), 0, "the daemon hangs up");
 	close(sock);
-	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, NULL, NULL, &c), 0);
 	hmm__client_detach(c);
 }
 
@@ -241,8 +241,8 @@ Test(session, a_grant_shares_the_files_device_pages_with_the_daemon)
 	int fd, memfd;
 
 	fd = file_on("f", 0, O_RDWR);
-	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
-	cr_assert_eq(hmm__client_grant(c, fd, &memfd, &writable), 0);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, NULL, NULL, &c), 0);
+	cr_assert_eq(hmm__client_grant(c, fd, &memfd, &writable, NULL), 0);
 	cr_assert(writable);
 	cr_assert_eq(fstat(memfd, &st), 0);
 	mem = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
@@ -285,8 +285,8 @@ Test(session, a_read_only_open_gets_read_only_device_memory)
 	int fd, memfd;
 
 	fd = file_on("ro", 0, O_RDONLY);
-	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
-	cr_assert_eq(hmm__client_grant(c, fd, &memfd, &writable), 0);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, NULL, NULL, &c), 0);
+	cr_assert_eq(hmm__client_grant(c, fd, &memfd, &writable, NULL), 0);
 	cr_assert_not(writable);
 	cr_assert_eq(fcntl(memfd, F_GETFL) & O_ACCMODE, O_RDONLY);
 	cr_assert_eq(mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0), MAP_FAILED);
@@ -322,7 +322,7 @@ Test(session, a_grant_needs_a_session_of_the_same_process)
 		cr_assert_eq(ioctl(dir, HMM_IOC_ATTACH, &a), 0);
 		cr_assert_eq(present(a.socket, g.token), -EACCES);
 	}
-	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, NULL, NULL, &c), 0);
 	hmm__client_detach(c);
 	close(dir);
 	close(fd);
@@ -384,8 +384,8 @@ Test(session, a_client_killed_while_mapping_device_memory_leaves_nothing_behind)
 			int memfd;
 			volatile unsigned char *m;
 
-			if (hmm__client_attach(mnt.dir, 0, &c) ||
-			    hmm__client_grant(c, fd, &memfd, NULL))
+			if (hmm__client_attach(mnt.dir, 0, NULL, NULL, &c) ||
+			    hmm__client_grant(c, fd, &memfd, NULL, NULL))
 				_exit(1);
 			m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 			if (m == MAP_FAILED)
@@ -426,8 +426,8 @@ Test(session, removing_a_file_punches_its_device_memory_out_of_every_mapping)
 	int fd, memfd;
 
 	fd = file_on("gone", 0, O_RDWR);
-	cr_assert_eq(hmm__client_attach(mnt.dir, 0, &c), 0);
-	cr_assert_eq(hmm__client_grant(c, fd, &memfd, NULL), 0);
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, NULL, NULL, &c), 0);
+	cr_assert_eq(hmm__client_grant(c, fd, &memfd, NULL, NULL), 0);
 	cr_assert_eq(fstat(memfd, &st), 0);
 	mem = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, memfd, 0);
 	cr_assert_neq(mem, MAP_FAILED);
@@ -443,4 +443,191 @@ Test(session, removing_a_file_punches_its_device_memory_out_of_every_mapping)
 	munmap(mem, (size_t)st.st_size);
 	close(memfd);
 	free(dp);
+}
+
+/* ---- invalidation ------------------------------------------------------- */
+
+/* A delay_ms that makes the callback wait until the test releases it. */
+#define HANG UINT32_MAX
+
+/* What a client's invalidate callback saw, checked while the daemon waits. */
+struct watcher {
+	int fd;                   /* the file, for HMM_IOC_DEVICE_PAGES */
+	const unsigned char *mem; /* its device memory, mapped */
+	uint64_t where[NPAGES];   /* where its pages were before */
+	uint64_t grant;
+	unsigned delay_ms;        /* how long to take before answering */
+	volatile int calls;
+	volatile int still_there; /* pages whose data was still in place */
+	volatile int handed_out;  /* pages HMM_IOC_DEVICE_PAGES still gave out */
+	volatile uint64_t first, last, got_grant;
+	volatile bool released;   /* for a callback told to hang */
+	struct timespec answered;
+};
+
+static void on_inval(void *arg, uint64_t grant, uint64_t first, uint64_t last)
+{
+	struct watcher *w = arg;
+	struct hmm_device_pages dp = { .offset = 0, .index = 0, .count = NPAGES };
+	unsigned char buf[PAGE];
+
+	w->got_grant = grant;
+	w->first = first;
+	w->last = last;
+	/* The daemon has not touched the pages yet: still in place... */
+	for (uint64_t i = first; i <= last && i < NPAGES; i++) {
+		memcpy(buf, w->mem + w->where[i], PAGE);
+		w->still_there += pattern_check(buf, PAGE, i * PAGE, 7) == -1;
+	}
+	/* ...and nobody is handed them any more. */
+	if (ioctl(w->fd, HMM_IOC_DEVICE_PAGES, &dp) == 0)
+		for (uint64_t i = first; i <= last && i < dp.count; i++)
+			w->handed_out += dp.where[i] != HMM_DEVICE_PAGE_ABSENT;
+	if (w->delay_ms == HANG)
+		for (int i = 0; i < 3000 && !w->released; i++)
+			usleep(10000);
+	else
+		usleep(w->delay_ms * 1000);
+	clock_gettime(CLOCK_MONOTONIC, &w->answered);
+	w->calls++;
+}
+
+struct watched {
+	struct hmm__client *c;
+	struct watcher w;
+	int memfd;
+	void *map;
+	size_t len;
+};
+
+/* A file on device 0 whose memory a client maps, with on_inval watching. */
+static void watch(struct watched *x, const char *rel, unsigned delay_ms)
+{
+	struct hmm_device_pages dp;
+	struct stat st;
+
+	memset(x, 0, sizeof(*x));
+	x->w.fd = file_on(rel, 0, O_RDWR);
+	x->w.delay_ms = delay_ms;
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, on_inval, &x->w, &x->c), 0);
+	cr_assert_eq(hmm__client_grant(x->c, x->w.fd, &x->memfd, NULL, &x->w.grant), 0);
+	cr_assert_eq(fstat(x->memfd, &st), 0);
+	x->len = (size_t)st.st_size;
+	x->map = mmap(NULL, x->len, PROT_READ, MAP_SHARED, x->memfd, 0);
+	cr_assert_neq(x->map, MAP_FAILED);
+	x->w.mem = x->map;
+	device_pages(x->w.fd, 0, 0, NPAGES, &dp);
+	for (unsigned i = 0; i < NPAGES; i++) {
+		cr_assert_neq(dp.where[i], HMM_DEVICE_PAGE_ABSENT);
+		x->w.where[i] = dp.where[i];
+	}
+}
+
+static void unwatch(struct watched *x)
+{
+	x->w.released = true;
+	hmm__client_detach(x->c);
+	munmap(x->map, x->len);
+	close(x->memfd);
+	close(x->w.fd);
+}
+
+static double since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) * 1e-9;
+}
+
+Test(session, a_migration_off_the_device_waits_for_the_sessions_answer)
+{
+	struct watched x;
+	struct timespec before;
+	struct hmm_device_pages dp;
+
+	watch(&x, "mig", 100);
+	clock_gettime(CLOCK_MONOTONIC, &before);
+	migrate(x.w.fd, HMM_LOC_HOST);
+	cr_assert_eq(x.w.calls, 1, "one invalidation for the chunk");
+	cr_assert_eq(x.w.got_grant, x.w.grant);
+	cr_assert_eq(x.w.first, 0);
+	cr_assert_eq(x.w.last, NPAGES - 1);
+	cr_assert_eq(x.w.still_there, NPAGES, "the pages waited for the answer");
+	cr_assert_eq(x.w.handed_out, 0, "moving pages are not handed out");
+	cr_assert_geq(since(&before), 0.1, "the migration returned before the answer");
+	device_pages(x.w.fd, 0, 0, NPAGES, &dp);
+	cr_assert_eq(dp.where[0], HMM_DEVICE_PAGE_ABSENT);
+	expect_pattern(x.w.fd, 0, NPAGES * PAGE, 7);
+	/* Moving onto the device takes nothing from anyone. */
+	migrate(x.w.fd, 0);
+	cr_assert_eq(x.w.calls, 1);
+	unwatch(&x);
+}
+
+Test(session, a_cpu_read_that_brings_a_page_back_invalidates_it_first)
+{
+	struct watched x;
+	unsigned char buf[PAGE];
+
+	watch(&x, "cpu", 0);
+	cr_assert_eq(pread(x.w.fd, buf, PAGE, 5 * PAGE), PAGE);
+	cr_assert_eq(pattern_check(buf, PAGE, 5 * PAGE, 7), -1);
+	cr_assert_geq(x.w.calls, 1);
+	cr_assert_leq(x.w.first, 5);
+	cr_assert_geq(x.w.last, 5);
+	cr_assert_eq(x.w.still_there, (int)(x.w.last - x.w.first + 1 < NPAGES
+					    ? x.w.last - x.w.first + 1 : NPAGES - x.w.first),
+		     "every invalidated page was still in place");
+	cr_assert_eq(x.w.handed_out, 0, "fenced pages are not handed out");
+	unwatch(&x);
+}
+
+Test(session, truncation_invalidates_the_pages_it_frees)
+{
+	struct watched x;
+
+	watch(&x, "trunc", 0);
+	cr_assert_eq(ftruncate(x.w.fd, 4 * PAGE), 0);
+	cr_assert_eq(x.w.calls, 1);
+	cr_assert_eq(x.w.first, 4);
+	cr_assert_eq(x.w.last, UINT64_MAX);
+	cr_assert_eq(x.w.still_there, NPAGES - 4);
+	expect_pattern(x.w.fd, 0, 4 * PAGE, 7);
+	unwatch(&x);
+}
+
+Test(session, a_session_that_never_answers_is_ended_and_the_change_goes_on)
+{
+	struct watched x;
+	struct timespec before;
+	int memfd;
+
+	watch(&x, "hang", HANG);
+	clock_gettime(CLOCK_MONOTONIC, &before);
+	migrate(x.w.fd, HMM_LOC_HOST);
+	cr_assert_lt(since(&before), 30, "the migration waited for a hung client");
+	cr_assert_geq(since(&before), 4, "the daemon gives a session 5 s");
+	expect_pattern(x.w.fd, 0, NPAGES * PAGE, 7);
+	x.w.released = true;
+	/* The session is over: requests fail. */
+	for (int i = 0; i < 100 && hmm__client_grant(x.c, x.w.fd, &memfd, NULL, NULL) == 0; i++) {
+		close(memfd);
+		usleep(10000);
+	}
+	cr_assert_neq(hmm__client_grant(x.c, x.w.fd, &memfd, NULL, NULL), 0);
+	unwatch(&x);
+}
+
+Test(session, files_nobody_was_granted_are_not_held_up)
+{
+	struct watched x;
+	int other = file_on("other", 0, O_RDWR);
+
+	watch(&x, "granted", 0);
+	migrate(other, HMM_LOC_HOST);
+	migrate(other, 1);
+	cr_assert_eq(x.w.calls, 0, "another file's changes are not this session's");
+	close(other);
+	unwatch(&x);
 }
