@@ -13,6 +13,9 @@
  *   4. hmm__pool.lock      (leaf: never held while calling out)
  *   5. the address space's lock in notifier.c (leaf: never held while
  *      calling an invalidate callback)
+ *   6. the userfaultfd reader's locks (cpufault.c, uffd.c: leaves).  The
+ *      reader must never wait for anything else: a thread that raised an
+ *      event sleeps, whatever it holds, until the reader reads it.
  */
 #ifndef HMM_INTERNAL_H
 #define HMM_INTERNAL_H
@@ -561,5 +564,56 @@ int hmm__cpufault_protect(uint64_t start, uint64_t end, bool wp);
 int hmm__cpufault_fill(uint64_t va, const void *src, size_t len, bool wp, bool wake);
 /* Wake the threads waiting on [start, end). */
 int hmm__cpufault_wake(uint64_t start, uint64_t end);
+/* Were the event source's events granted (started, and the kernel has them)? */
+bool hmm__cpufault_events(void);
+/* Is the calling thread the fault server? */
+bool hmm__cpufault_on_server(void);
+/* Register [start, end), one mapping, for events only (write-protect mode,
+ * nothing protected).  Return: 0, -EOPNOTSUPP (no events), -EINVAL (not
+ * memory the kernel can watch), -EBUSY (another userfaultfd has it). */
+int hmm__cpufault_watch(uint64_t start, uint64_t end);
+/* Return when every message read so far has been handed on. */
+void hmm__cpufault_read_barrier(void);
+/*
+ * hmm__cpufault_own_begin() - announce a change of [start, end) that libhmm
+ * makes and brackets itself (migrate.c's zaps, invalidate.c's wrappers):
+ * the events it raises are dropped.  Hold it across the system call only.
+ * Return: a slot for hmm__cpufault_own_end, or -1 (no events, or no free
+ * slot: the event is then delivered, and invalidates a second time).
+ */
+int hmm__cpufault_own_begin(uint64_t start, uint64_t end);
+void hmm__cpufault_own_end(int slot);
+
+/* ------------------------------------------------------------------------
+ * uffd.c - the userfaultfd event source (see the top of uffd.c).  In
+ * libhmm.so only: it fills hmm__uffd_source when the library is loaded;
+ * in libhmm-core alone (the hmmfs daemon) the pointer stays NULL and no
+ * event is asked for.
+ * ------------------------------------------------------------------------ */
+struct hmm__uffd_source {
+	uint64_t features; /* UFFD_FEATURE_* to ask for, where the kernel has them */
+	uint64_t required; /* those without which no event is asked for at all */
+	/* Start the dispatcher.  Context: cpufault start, before the reader runs. */
+	int (*start)(void);
+	/* An event (UFFD_EVENT_*) over [start, end).  Context: the reader; must
+	 * not wait for anything but a leaf lock. */
+	void (*event)(uint8_t kind, uint64_t start, uint64_t end);
+	/* range.c: a range fault walks [start, end), a private anonymous
+	 * mapping: have its changes reported from now on. */
+	void (*watch)(uint64_t start, uint64_t end);
+	/* Wait until the invalidation of every event read so far has ended.
+	 * Context: no lock an invalidate callback takes; not in a callback. */
+	void (*sync)(void);
+};
+extern const struct hmm__uffd_source *hmm__uffd_source;
+
+/* The event source's wait (see struct hmm__uffd_source); nothing without it. */
+static inline void hmm__uffd_sync(void)
+{
+	const struct hmm__uffd_source *s = __atomic_load_n(&hmm__uffd_source, __ATOMIC_ACQUIRE);
+
+	if (s)
+		s->sync();
+}
 
 #endif /* HMM_INTERNAL_H */

@@ -125,14 +125,16 @@ HMM_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off
 HMM_EXPORT int munmap(void *addr, size_t len)
 {
 	struct hmm_notifier_range r;
-	int ret;
+	int ret, own;
 
 	if (!REAL(munmap))
 		return errno = ENOSYS, -1;
 	if (!user_range(addr, len, &r, HMM_NOTIFY_UNMAP))
 		return real.munmap(addr, len);
 	hmm__invalidate_start(&r);
+	own = hmm__cpufault_own_begin(r.start, r.end);
 	ret = real.munmap(addr, len);
+	hmm__cpufault_own_end(own);
 	hmm__invalidate_end(&r);
 	return ret;
 }
@@ -141,6 +143,7 @@ HMM_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 {
 	struct hmm_notifier_range r;
 	void *ret;
+	int own;
 
 	if (!REAL(mmap))
 		return errno = ENOSYS, MAP_FAILED;
@@ -149,7 +152,9 @@ HMM_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 	    !user_range(addr, len, &r, HMM_NOTIFY_UNMAP))
 		return real.mmap(addr, len, prot, flags, fd, off);
 	hmm__invalidate_start(&r);
+	own = hmm__cpufault_own_begin(r.start, r.end);
 	ret = real.mmap(addr, len, prot, flags, fd, off);
+	hmm__cpufault_own_end(own);
 	hmm__invalidate_end(&r);
 	return ret;
 }
@@ -159,6 +164,7 @@ HMM_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ..
 	struct hmm_notifier_range r, t;
 	bool have_r, have_t = false;
 	void *target = NULL, *ret;
+	int own_r, own_t;
 	va_list ap;
 
 	if (flags & MREMAP_FIXED) {
@@ -183,7 +189,11 @@ HMM_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ..
 		hmm__invalidate_start(&r);
 	if (have_t)
 		hmm__invalidate_start(&t);
+	own_r = have_r ? hmm__cpufault_own_begin(r.start, r.end) : -1;
+	own_t = have_t ? hmm__cpufault_own_begin(t.start, t.end) : -1;
 	ret = real.mremap(old, old_len, new_len, flags, target);
+	hmm__cpufault_own_end(own_t);
+	hmm__cpufault_own_end(own_r);
 	if (have_t)
 		hmm__invalidate_end(&t);
 	if (have_r)
@@ -237,7 +247,7 @@ static bool advice_clears(int advice)
 HMM_EXPORT int madvise(void *addr, size_t len, int advice)
 {
 	struct hmm_notifier_range r;
-	int ret;
+	int ret, own;
 
 	if (!REAL(madvise))
 		return errno = ENOSYS, -1;
@@ -245,7 +255,9 @@ HMM_EXPORT int madvise(void *addr, size_t len, int advice)
 	    !user_range(addr, len, &r, HMM_NOTIFY_CLEAR))
 		return real.madvise(addr, len, advice);
 	hmm__invalidate_start(&r);
+	own = hmm__cpufault_own_begin(r.start, r.end);
 	ret = real.madvise(addr, len, advice);
+	hmm__cpufault_own_end(own);
 	hmm__invalidate_end(&r);
 	return ret;
 }
@@ -266,7 +278,7 @@ HMM_EXPORT int brk(void *addr)
 {
 	struct hmm_notifier_range r;
 	void *cur;
-	int ret;
+	int ret, own;
 
 	if (!REAL(brk) || !real.sbrk)
 		return errno = ENOSYS, -1;
@@ -275,7 +287,9 @@ HMM_EXPORT int brk(void *addr)
 	    !heap_shrink((uint64_t)(uintptr_t)cur, (uint64_t)(uintptr_t)addr, &r))
 		return real.brk(addr);
 	hmm__invalidate_start(&r);
+	own = hmm__cpufault_own_begin(r.start, r.end);
 	ret = real.brk(addr);
+	hmm__cpufault_own_end(own);
 	hmm__invalidate_end(&r);
 	return ret;
 }
@@ -284,6 +298,7 @@ HMM_EXPORT void *sbrk(intptr_t increment)
 {
 	struct hmm_notifier_range r;
 	void *cur, *ret;
+	int own;
 
 	if (!REAL(sbrk))
 		return errno = ENOSYS, (void *)-1;
@@ -295,7 +310,9 @@ HMM_EXPORT void *sbrk(intptr_t increment)
 			 &r))
 		return real.sbrk(increment);
 	hmm__invalidate_start(&r);
+	own = hmm__cpufault_own_begin(r.start, r.end);
 	ret = real.sbrk(increment);
+	hmm__cpufault_own_end(own);
 	hmm__invalidate_end(&r);
 	return ret;
 }
@@ -354,6 +371,7 @@ HMM_EXPORT pid_t fork(void)
 {
 	struct hmm_notifier_range r = { 0, USER_TOP, HMM_NOTIFY_PROTECTION_PAGE, NULL };
 	pid_t pid;
+	int own;
 
 	if (!REAL(fork))
 		return errno = ENOSYS, -1;
@@ -364,9 +382,13 @@ HMM_EXPORT pid_t fork(void)
 	 * devices must drop their write access first, as the kernel makes
 	 * them do in copy_page_range. */
 	hmm__invalidate_start(&r);
+	/* Its UFFD_EVENT_FORK, if any, is this invalidation already. */
+	own = hmm__cpufault_own_begin(r.start, r.end);
 	pid = real.fork();
-	if (pid != 0)
+	if (pid != 0) {
+		hmm__cpufault_own_end(own);
 		hmm__invalidate_end(&r);
+	}
 	/* In the child, notifier.c's fork handler emptied the address space. */
 	return pid;
 }

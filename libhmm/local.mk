@@ -27,9 +27,11 @@ libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 
 lib_LTLIBRARIES += libhmm/libhmm.la
 include_HEADERS = libhmm/include/hmm.h
-# invalidate.c interposes libc calls: in the shared library only, never in
-# the core that the hmmfs daemon links.
-libhmm_libhmm_la_SOURCES = libhmm/version.c libhmm/hmmfs_ioctl.c libhmm/invalidate.c
+# invalidate.c interposes libc calls and uffd.c turns userfaultfd events
+# into invalidations: in the shared library only, never in the core that
+# the hmmfs daemon links.
+libhmm_libhmm_la_SOURCES = libhmm/version.c libhmm/hmmfs_ioctl.c libhmm/invalidate.c \
+	libhmm/uffd.c
 libhmm_libhmm_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_la_LIBADD = libhmm/libhmm-core.la
 libhmm_libhmm_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(LIBHMM_LT_VERSION) \

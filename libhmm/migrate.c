@@ -328,8 +328,14 @@ static int wake_run(uint64_t start, uint64_t end)
 
 static int zap_run(uint64_t start, uint64_t end)
 {
-	return (int)syscall(SYS_madvise, (void *)(uintptr_t)start, (size_t)(end - start),
-			    MADV_DONTNEED);
+	/* Ours, bracketed by the caller: its REMOVE event must not come back
+	 * as an HMM_NOTIFY_CLEAR that kills the pages being moved. */
+	int own = hmm__cpufault_own_begin(start, end);
+	int ret = (int)syscall(SYS_madvise, (void *)(uintptr_t)start, (size_t)(end - start),
+			       MADV_DONTNEED);
+
+	hmm__cpufault_own_end(own);
+	return ret;
 }
 
 static void invalidate_migrate(const struct hmm_migrate_vma *a)
@@ -474,6 +480,9 @@ HMM_EXPORT int hmm_migrate_vma_setup(struct hmm_migrate_vma *a)
 	if (err)
 		return err;
 	hmm__launch_quiesce_self();
+	/* A raw munmap that returned before us is invalidated first, so that
+	 * its late invalidation cannot take the pages we are about to move. */
+	hmm__uffd_sync();
 	if (a->flags == HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE) {
 		setup_device(a);
 		return 0;

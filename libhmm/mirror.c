@@ -24,6 +24,7 @@
  * never held across hmm_range_fault().  device->lock (only creation and
  * destruction of the mirror) is a leaf.
  */
+#define _GNU_SOURCE
 #include "config.h"
 #include "mirror.h"
 
@@ -31,6 +32,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* Pages faulted per hmm_range_fault() call of a fault round. */
@@ -291,6 +293,43 @@ int hmm__mirror_fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, 
 }
 
 /*
+ * Copy one chunk between the device's bounce page and mem.  System memory
+ * (the entry maps the page to itself) may have been unmapped by a system
+ * call that libhmm only hears of afterwards (uffd.c): with that source on,
+ * it is copied with process_vm_readv/writev, which fail with EFAULT where
+ * a memcpy would crash the process.  Device memory is ours: memcpy.
+ * Return: 0, or -EFAULT if the page is gone.
+ */
+static int copy(char *mem, char *bounce, size_t len, bool write, bool system)
+{
+	struct iovec local = { bounce, len }, remote = { mem, len };
+	ssize_t n;
+
+	if (!system || !__atomic_load_n(&hmm__uffd_source, __ATOMIC_RELAXED)) {
+		if (write)
+			memcpy(mem, bounce, len);
+		else
+			memcpy(bounce, mem, len);
+		return 0;
+	}
+	do {
+		n = write ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0)
+			  : process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	} while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)len)
+		return 0;
+	if (n < 0 && errno != EFAULT) {
+		/* Not allowed here (seccomp): the plain copy, as without the source. */
+		if (write)
+			memcpy(mem, bounce, len);
+		else
+			memcpy(bounce, mem, len);
+		return 0;
+	}
+	return -EFAULT;
+}
+
+/*
  * The device's access to [va, va + len): copy between buf and the pages
  * its table maps, faulting as needed.
  */
@@ -307,6 +346,8 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 	if (!bounce)
 		return -ENOMEM;
 	hmm__launch_quiesce_self();
+	/* A change whose system call has returned has been invalidated. */
+	hmm__uffd_sync();
 	while (va < end) {
 		uint64_t page = va & ~mask, pte;
 		size_t chunk = (size_t)(page + m->page_size - va);
@@ -324,10 +365,20 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 			/* Holding the lock: an invalidation waits for this copy. */
 			char *mem = (char *)(uintptr_t)(hmm__pte_addr(pte) | (va & mask));
 
-			if (write)
-				memcpy(mem, bounce, chunk);
-			else
-				memcpy(bounce, mem, chunk);
+			if (copy(mem, bounce, chunk, write, page == hmm__pte_addr(pte))) {
+				/* Unmapped by a raw system call whose late
+				 * invalidation has not reached us yet. */
+				uint64_t dropped = m->pt_ops->unmap(m->pt, page, page + m->page_size);
+
+				m->stats.mapped_pages -= dropped;
+				if (dropped)
+					shootdown(m);
+				pthread_mutex_unlock(&m->lock);
+				err = hmm__mirror_fault(m, va, end, write);
+				if (err)
+					break;
+				continue;
+			}
 			pthread_mutex_unlock(&m->lock);
 			if (!write)
 				memcpy(buf, bounce, chunk);

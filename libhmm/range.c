@@ -529,6 +529,20 @@ fault:
 }
 
 /*
+ * Have the changes of mapping v reported from now on, by the userfaultfd
+ * event source (uffd.c) when libhmm.so has one: a raw munmap or free() of
+ * memory a device mirrors must invalidate it.  Private anonymous memory
+ * only (see the top of uffd.c).
+ */
+static void watch(const struct vma *v)
+{
+	const struct hmm__uffd_source *s = __atomic_load_n(&hmm__uffd_source, __ATOMIC_ACQUIRE);
+
+	if (s && v->read && !v->special && !v->file && !v->shared)
+		s->watch(v->start, v->end);
+}
+
+/*
  * walk_from() - fill the outputs from page i on.
  * Return: 0 when done; 1 if pages were faulted in and the walk must go on
  * from *resume; -errno.
@@ -556,6 +570,7 @@ static int walk_from(struct walk *w, size_t i, size_t *resume)
 		} else {
 			j = v.end >= range->end ? npages
 						: (v.end - range->start) >> w->page_shift;
+			watch(&v);
 			err = walk_vma(w, &v, i, j, resume);
 		}
 		if (err)
@@ -625,6 +640,9 @@ HMM_EXPORT int hmm_range_fault(struct hmm_range *range)
 		return -EINVAL;
 	if (!hmm__interval_covers(range->notifier, range->start, range->end))
 		return -EINVAL;
+	/* A change whose system call has returned is invalidated first: its
+	 * userfaultfd event may still be on its way to the notifiers. */
+	hmm__uffd_sync();
 	err = walk_open(&w, (size_t)ps);
 	if (err)
 		return err;

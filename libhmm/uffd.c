@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Invalidation sources, part two: userfaultfd non-cooperative events.  They
+ * see what the interposed libc entry points (invalidate.c) cannot: raw
+ * system calls, and libc's own internal calls (free() unmapping a large
+ * block, realloc() moving one with mremap, malloc_trim() and arena trimming
+ * with MADV_DONTNEED, the heap shrinking with brk).
+ *
+ *   UFFD_EVENT_UNMAP   munmap, mmap MAP_FIXED over it, brk shrinking,
+ *                      mremap shrinking            -> HMM_NOTIFY_UNMAP
+ *   UFFD_EVENT_REMAP   mremap moving it            -> HMM_NOTIFY_UNMAP over
+ *                                                     the old range
+ *   UFFD_EVENT_REMOVE  madvise DONTNEED, FREE, REMOVE -> HMM_NOTIFY_CLEAR
+ *   UFFD_EVENT_FORK    fork, clone without CLONE_VM -> HMM_NOTIFY_PROTECTION_PAGE
+ *                                                     over the address space
+ * Not seen: mprotect, MADV_PAGEOUT, shmdt (none raises an event).
+ *
+ * What is watched.  Private anonymous mappings (malloc, the heap, thread
+ * stacks, MAP_PRIVATE|MAP_ANONYMOUS) that a range fault (hmm_range_fault,
+ * so every mirror fault) walks: range.c hands each such mapping to watch(),
+ * which registers all of it on cpufault.c's userfaultfd in write-protect
+ * mode.  Nothing is ever write-protected there, so no page fault comes of
+ * it; only the events asked for at UFFDIO_API do.  A mapping already
+ * registered is skipped by the kernel in one cheap ioctl, so a fault round
+ * over 1 GiB pays one ioctl per 2 MiB window and never splits the mapping.
+ * Registering at hmm_interval_notifier_insert() instead would not do: a
+ * mirror subscribes to the whole address space, most of it not mapped yet.
+ * Not watched: shared mappings (shmem, memfd, files) and private file
+ * mappings, whose write-protect registration needs UFFD_FEATURE_WP_ASYNC,
+ * which the synchronous write protection of migration cannot share a
+ * userfaultfd with; they are covered by interposition only (and an hmmfs
+ * file by hmmfs).  A mapping the program registered on its own userfaultfd
+ * is not watched either (the kernel answers EBUSY).
+ *
+ * Late invalidations.  UNMAP and REMAP are raised after the change, REMOVE
+ * before the zap, but the zap goes on as soon as the event is read; the
+ * invalidation (start and end back to back) comes after that, from the
+ * dispatcher thread.  So a driver must not assume its entries were dropped
+ * before the pages went: it must only touch memory through its mirror with
+ * accesses that cannot crash (hmm_mirror_read/write use process_vm_readv
+ * and process_vm_writev on system memory and turn EFAULT into a device
+ * fault).  What is promised: once the system call has returned, a range
+ * fault, a migration or a mirror access that starts afterwards
+ * (hmm_range_fault, hmm_migrate_vma_setup, hmm_mirror_read/write) waits
+ * until the invalidation has ended, so it never sees the old mapping.
+ *
+ * Threads and locks.  cpufault.c's reader reads every message; it hands
+ * events to event() here, which only queues them on a fixed ring under
+ * src.lock (a leaf held for a few instructions): the reader never waits
+ * for anything a thread sleeping in an event might hold, and never
+ * allocates.  The dispatcher takes ranges off the ring and invalidates
+ * them; its callbacks may sleep on driver locks or free memory (raising
+ * events that the reader still reads).  When the ring is full, what does
+ * not fit is merged into one range invalidated as HMM_NOTIFY_UNMAP: too
+ * much is invalidated, nothing is missed, the reader never waits.
+ *
+ *   lock order: cpufault's read_lock -> src.lock (leaf)
+ *   the reader:     read_lock, then src.lock in event()
+ *   the dispatcher: src.lock alone; callbacks with no lock of ours held
+ *   sync():         read_lock (taken and dropped), then src.lock
+ *
+ * Double reports.  A change made through an interposed wrapper, or by
+ * migrate.c, is bracketed by its maker before the change; the maker
+ * announces it (hmm__cpufault_own_begin) and the reader drops its event.
+ * A raw change of the very same range made by another thread at the same
+ * moment is dropped with it; the wrapper's invalidation covered it.
+ *
+ * fork.  The reader closes the child's userfaultfd (cpufault.c): the child
+ * has no registration and no subscription.  The fork() wrapper evicts
+ * device pages first; a raw fork cannot be prepared, and a child reads
+ * zeros where the parent's anonymous pages were on a device.  A child of a
+ * raw fork does not run libhmm's fork handlers either, so it should exec or
+ * exit without using libhmm.
+ *
+ * Device-resident anonymous pages (migrate.c) that a raw munmap, mremap or
+ * MADV_DONTNEED takes are freed by the invalidation (an mremap'd range does
+ * not take its device pages along: the wrapper evicts them first, a raw
+ * mremap loses them).  A CPU access to such a page between the system call
+ * and the dispatch may still bring its old data back.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+#include "hmm-internal.h"
+#include "pagetable.h"
+
+#include <errno.h>
+#include <linux/userfaultfd.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RING_SIZE 1024 /* ranges; power of two */
+
+/*
+ * Invariant: head <= tail <= head + RING_SIZE; every range handed to
+ * event() is in the ring, merged into over, or dispatched:
+ * queued == dispatched + (tail - head) + over_count.
+ */
+static struct {
+	pthread_mutex_t lock;       /* everything below; a leaf */
+	pthread_cond_t nonempty;    /* for the dispatcher */
+	pthread_cond_t progress;    /* for sync() */
+	struct hmm_notifier_range ring[RING_SIZE];
+	uint64_t head, tail;
+	bool overflow;
+	struct hmm_notifier_range over;
+	uint64_t over_count;        /* ranges merged into over */
+	uint64_t queued, dispatched;
+	bool running;               /* the dispatcher exists */
+	pthread_t dispatcher;
+	pthread_once_t atfork_once;
+} src = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.nonempty = PTHREAD_COND_INITIALIZER,
+	.progress = PTHREAD_COND_INITIALIZER,
+	.atfork_once = PTHREAD_ONCE_INIT,
+};
+
+static __thread bool on_dispatcher;
+
+/* Context: src.lock held.  Never waits. */
+static void queue_locked(uint64_t start, uint64_t end, enum hmm_notify_event event)
+{
+	src.queued++;
+	if (src.tail - src.head < RING_SIZE && !src.overflow) {
+		src.ring[src.tail++ % RING_SIZE] =
+			(struct hmm_notifier_range){ start, end, event, NULL };
+		return;
+	}
+	/* Once set, later ranges merge too, so that no invalidation overtakes
+	 * an earlier one. */
+	if (!src.overflow) {
+		src.over = (struct hmm_notifier_range){ start, end, HMM_NOTIFY_UNMAP, NULL };
+		src.overflow = true;
+	} else {
+		if (start < src.over.start)
+			src.over.start = start;
+		if (end > src.over.end)
+			src.over.end = end;
+	}
+	src.over_count++;
+}
+
+static void source_event(uint8_t kind, uint64_t start, uint64_t end)
+{
+	enum hmm_notify_event event;
+
+	switch (kind) {
+	case UFFD_EVENT_UNMAP:
+	case UFFD_EVENT_REMAP:
+		event = HMM_NOTIFY_UNMAP;
+		break;
+	case UFFD_EVENT_REMOVE:
+		event = HMM_NOTIFY_CLEAR;
+		break;
+	case UFFD_EVENT_FORK:
+		event = HMM_NOTIFY_PROTECTION_PAGE;
+		break;
+	default:
+		return;
+	}
+	pthread_mutex_lock(&src.lock);
+	queue_locked(start, end, event);
+	pthread_mutex_unlock(&src.lock);
+	pthread_cond_signal(&src.nonempty);
+}
+
+static void *dispatcher_main(void *arg)
+{
+	(void)arg;
+	on_dispatcher = true;
+	pthread_mutex_lock(&src.lock);
+	for (;;) {
+		struct hmm_notifier_range r;
+		uint64_t count;
+
+		if (src.head != src.tail) {
+			r = src.ring[src.head++ % RING_SIZE];
+			count = 1;
+		} else if (src.overflow) {
+			r = src.over;
+			count = src.over_count;
+			src.overflow = false;
+			src.over_count = 0;
+		} else {
+			pthread_cond_wait(&src.nonempty, &src.lock);
+			continue;
+		}
+		pthread_mutex_unlock(&src.lock);
+		/* Too late to come before the change: callbacks drop the
+		 * devices' entries now, and read_begin waits for the end. */
+		hmm__invalidate_start(&r);
+		hmm__invalidate_end(&r);
+		pthread_mutex_lock(&src.lock);
+		src.dispatched += count;
+		pthread_cond_broadcast(&src.progress);
+	}
+	return NULL;
+}
+
+/* In a child after fork(): no dispatcher, nothing to dispatch (cpufault.c
+ * starts again from nothing, and starts us with it). */
+static void forget_in_child(void)
+{
+	pthread_mutex_init(&src.lock, NULL);
+	pthread_cond_init(&src.nonempty, NULL);
+	pthread_cond_init(&src.progress, NULL);
+	src.head = src.tail = src.queued = src.dispatched = src.over_count = 0;
+	src.overflow = false;
+	src.running = false;
+}
+
+static void install_atfork(void)
+{
+	pthread_atfork(NULL, NULL, forget_in_child);
+}
+
+/* Context: cpufault's start lock held, so never twice at once. */
+static int source_start(void)
+{
+	int err;
+
+	pthread_once(&src.atfork_once, install_atfork);
+	if (src.running)
+		return 0;
+	err = -pthread_create(&src.dispatcher, NULL, dispatcher_main, NULL);
+	if (err)
+		return err;
+	src.running = true;
+	return 0;
+}
+
+static void source_watch(uint64_t start, uint64_t end)
+{
+	if (!hmm__cpufault_events() && (hmm__cpufault_start() || !hmm__cpufault_events()))
+		return;
+	/* -EINVAL, -EBUSY: not ours to watch (see the top); nothing to do. */
+	(void)hmm__cpufault_watch(start, end);
+}
+
+static void source_sync(void)
+{
+	uint64_t target;
+
+	/* The dispatcher's own callbacks, and the fault server (which the
+	 * dispatcher's callbacks may wait for), must not wait for it. */
+	if (on_dispatcher || hmm__cpufault_on_server() || !hmm__cpufault_events())
+		return;
+	/* A message read before we came is handed on once read_lock is free. */
+	hmm__cpufault_read_barrier();
+	pthread_mutex_lock(&src.lock);
+	target = src.queued;
+	while (src.dispatched < target)
+		pthread_cond_wait(&src.progress, &src.lock);
+	pthread_mutex_unlock(&src.lock);
+}
+
+static const struct hmm__uffd_source source = {
+	.features = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+		    UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_FORK,
+	.required = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+		    UFFD_FEATURE_EVENT_REMOVE,
+	.start = source_start,
+	.event = source_event,
+	.watch = source_watch,
+	.sync = source_sync,
+};
+
+/* Loading libhmm.so turns the source on; it starts with the first watch. */
+__attribute__((constructor)) static void source_install(void)
+{
+	if (!getenv("HMM_NO_UFFD_EVENTS"))
+		__atomic_store_n(&hmm__uffd_source, &source, __ATOMIC_RELEASE);
+}
