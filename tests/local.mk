@@ -34,6 +34,7 @@ CRITERION_TESTS = \
 	tests/test_notifier \
 	tests/test_range \
 	tests/test_invalidate \
+	tests/test_uffd \
 	tests/test_mirror \
 	tests/test_launch \
 	tests/test_migrate \
@@ -75,6 +76,7 @@ tests_test_options_LDADD = $(TESTS_LDADD)
 tests_test_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_hmmctl_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_invalidate_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_uffd_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_mirror_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_launch_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_anon_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
@@ -90,6 +92,9 @@ tests_test_mirror_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_invalidate_SOURCES = tests/test_invalidate.c
 tests_test_invalidate_CFLAGS = $(TESTS_CFLAGS)
 tests_test_invalidate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
+tests_test_uffd_SOURCES = tests/test_uffd.c
+tests_test_uffd_CFLAGS = $(TESTS_CFLAGS)
+tests_test_uffd_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_migrate_SOURCES = tests/test_migrate.c
 tests_test_migrate_CFLAGS = $(TESTS_CFLAGS)
 tests_test_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la

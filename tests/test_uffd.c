@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_uffd.c - the userfaultfd event source (libhmm/uffd.c), through the
+ * real libhmm.so: changes that bypass libc's entry points (raw system
+ * calls, glibc's own munmap in free(), mremap in realloc()) invalidate the
+ * notifiers with the right event and range, and a device mirroring the
+ * memory never reads the old data afterwards: it gets the new contents or
+ * -EFAULT.  Migrated memory and watched memory live on one userfaultfd;
+ * a raw munmap racing a device read neither crashes nor tears.
+ *
+ * Each check reads through the mirror before it looks at what the
+ * notifier saw: a device access waits for the invalidations of system
+ * calls that returned before it (the events arrive late, see uffd.c).
+ * With HMM_NO_UFFD_EVENTS=1 in the environment the source is off and
+ * these tests fail (or crash, reading unmapped memory).
+ */
+#define _GNU_SOURCE
+#include <hmm.h>
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PS 4096UL
+#define USER_TOP (1ULL << 47)
+#define MAXREC 256
+
+/*
+ * glibc's own allocator, whatever a sanitizer puts in front of malloc:
+ * AddressSanitizer's never unmaps on free nor uses mremap, and these tests
+ * are about what glibc's does behind libhmm's back.
+ */
+extern void *__libc_malloc(size_t len);
+extern void *__libc_realloc(void *p, size_t len);
+extern void __libc_free(void *p);
+extern int __libc_mallopt(int param, int value);
+
+static struct hmm_device *dev;
+static struct hmm_mirror *mir;
+
+/* A subscriber over the whole address space that records what it is told. */
+static struct {
+	pthread_mutex_t lock;
+	unsigned calls;
+	struct hmm_notifier_range seen[MAXREC];
+} rec = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static struct hmm_interval_notifier *rec_sub;
+
+static bool rec_invalidate(struct hmm_interval_notifier *sub, const struct hmm_notifier_range *r,
+			   uint64_t cur_seq)
+{
+	pthread_mutex_lock(&rec.lock);
+	hmm_interval_set_seq(sub, cur_seq);
+	if (r->event != HMM_NOTIFY_MIGRATE && rec.calls < MAXREC)
+		rec.seen[rec.calls++] = *r;
+	pthread_mutex_unlock(&rec.lock);
+	return true;
+}
+
+static const struct hmm_interval_notifier_ops rec_ops = { .invalidate = rec_invalidate };
+
+static void setup(void)
+{
+	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+					 .memory = 64 << 20, .numa_node = -1, .compute_units = 1 };
+
+	/* "Large" blocks stay mmap'd, whatever glibc learnt from earlier frees. */
+	__libc_mallopt(M_MMAP_THRESHOLD, 128 << 10);
+	cr_assert_eq(hmm_device_create(&cfg, &dev), 0);
+	cr_assert_eq(hmm_mirror_create(dev, &mir), 0);
+	cr_assert_eq(hmm_interval_notifier_insert(0, USER_TOP, &rec_ops, NULL, &rec_sub), 0);
+}
+
+static void teardown(void)
+{
+	hmm_interval_notifier_remove(rec_sub);
+	hmm_mirror_destroy(mir);
+	hmm_device_destroy(dev);
+}
+
+TestSuite(uffd, .init = setup, .fini = teardown, .timeout = 120);
+
+static uint64_t u(const void *p)
+{
+	return (uint64_t)(uintptr_t)p;
+}
+
+static void forget(void)
+{
+	pthread_mutex_lock(&rec.lock);
+	rec.calls = 0;
+	pthread_mutex_unlock(&rec.lock);
+}
+
+/* How many invalidations of kind event were exactly [start, end)? */
+static unsigned told(uint64_t start, uint64_t end, enum hmm_notify_event event)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&rec.lock);
+	for (unsigned i = 0; i < rec.calls; i++)
+		if (rec.seen[i].event == event && rec.seen[i].start == start &&
+		    rec.seen[i].end == end)
+			n++;
+	pthread_mutex_unlock(&rec.lock);
+	return n;
+}
+
+/* Was [start, end) inside an invalidation of kind event? */
+static bool told_covering(uint64_t start, uint64_t end, enum hmm_notify_event event)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&rec.lock);
+	for (unsigned i = 0; i < rec.calls; i++)
+		found |= rec.seen[i].event == event && rec.seen[i].start <= start &&
+			 end <= rec.seen[i].end;
+	pthread_mutex_unlock(&rec.lock);
+	return found;
+}
+
+static unsigned char *map_anon(size_t n, unsigned char byte)
+{
+	unsigned char *p = mmap(NULL, n * PS, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	memset(p, byte, n * PS);
+	return p;
+}
+
+/* The device reads [p, p + len): every byte must be byte. */
+static void device_sees(const void *p, size_t len, unsigned char byte, const char *what)
+{
+	unsigned char *buf = malloc(len);
+	int rc;
+
+	cr_assert(buf);
+	rc = hmm_mirror_read(mir, u(p), buf, len);
+	cr_assert_eq(rc, 0, "%s: hmm_mirror_read: %s", what, strerror(-rc));
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] != byte)
+			cr_assert_fail("%s: byte %zu is 0x%02x, not 0x%02x", what, i, buf[i], byte);
+	free(buf);
+}
+
+/* The device reads [p, p + len) and faults: the memory is gone. */
+static void device_faults(const void *p, size_t len, const char *what)
+{
+	unsigned char *buf = malloc(len);
+	int rc;
+
+	cr_assert(buf);
+	rc = hmm_mirror_read(mir, u(p), buf, len);
+	cr_assert_eq(rc, -EFAULT, "%s: hmm_mirror_read gave %d, not -EFAULT", what, rc);
+	free(buf);
+}
+
+Test(uffd, a_raw_munmap_invalidates_exactly_its_pages_and_the_device_then_faults)
+{
+	unsigned char *p = map_anon(16, 0x5a);
+
+	device_sees(p, 16 * PS, 0x5a, "before");
+	forget();
+	cr_assert_eq(syscall(SYS_munmap, p + 4 * PS, 2 * PS), 0);
+	device_faults(p + 4 * PS, 2 * PS, "after the raw munmap");
+	cr_assert_eq(told(u(p) + 4 * PS, u(p) + 6 * PS, HMM_NOTIFY_UNMAP), 1);
+	device_sees(p, 4 * PS, 0x5a, "the pages before the hole");
+	device_sees(p + 6 * PS, 10 * PS, 0x5a, "the pages after the hole");
+	munmap(p, 4 * PS);
+	munmap(p + 6 * PS, 10 * PS);
+}
+
+Test(uffd, free_of_a_large_malloc_block_invalidates_its_mapping)
+{
+	unsigned char *q = __libc_malloc(1 << 20);
+	uint64_t first = u(q) & ~(PS - 1), last = (u(q) + (1 << 20)) & ~(PS - 1);
+
+	cr_assert(q);
+	memset(q, 0x33, 1 << 20);
+	device_sees(q, 1 << 20, 0x33, "before");
+	forget();
+	/* glibc gives the block back with its own munmap, not ours. */
+	__libc_free(q);
+	device_faults((void *)(uintptr_t)first, PS, "after free()");
+	cr_assert(told_covering(first, last, HMM_NOTIFY_UNMAP),
+		  "no unmap covering the block was seen");
+}
+
+Test(uffd, realloc_moving_a_block_invalidates_the_old_range)
+{
+	unsigned char *q = __libc_malloc(1 << 20), *r, *blocker;
+	uint64_t first = u(q) & ~(PS - 1), end = (u(q) + (1 << 20) + PS - 1) & ~(PS - 1);
+
+	cr_assert(q);
+	/* Something right after the block, so that growing it must move it. */
+	blocker = mmap((void *)(uintptr_t)end, PS, PROT_READ,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	cr_assert(blocker == (void *)(uintptr_t)end || (blocker == MAP_FAILED && errno == EEXIST),
+		  "the page after the block is neither free nor taken");
+	memset(q, 0x44, 1 << 20);
+	device_sees(q, 1 << 20, 0x44, "before");
+	forget();
+	r = __libc_realloc(q, 4 << 20);
+	cr_assert(r);
+	cr_assert_neq(r, q, "realloc grew the block in place");
+	device_faults((void *)(uintptr_t)first, PS, "the old range after realloc()");
+	device_sees(r, 1 << 20, 0x44, "the new range");
+	cr_assert(told_covering(first, end, HMM_NOTIFY_UNMAP), "no unmap of the old range");
+	__libc_free(r);
+	if (blocker != MAP_FAILED)
+		munmap(blocker, PS);
+}
+
+Test(uffd, a_raw_madvise_dontneed_clears_the_range_and_the_device_reads_zeros)
+{
+	unsigned char *p = map_anon(8, 0x66);
+
+	device_sees(p, 8 * PS, 0x66, "before");
+	forget();
+	cr_assert_eq(syscall(SYS_madvise, p + 2 * PS, 4 * PS, MADV_DONTNEED), 0);
+	device_sees(p + 2 * PS, 4 * PS, 0, "after MADV_DONTNEED");
+	cr_assert_eq(told(u(p) + 2 * PS, u(p) + 6 * PS, HMM_NOTIFY_CLEAR), 1);
+	device_sees(p, 2 * PS, 0x66, "the pages left alone");
+	munmap(p, 8 * PS);
+}
+
+Test(uffd, a_raw_mremap_moving_a_range_invalidates_the_old_range)
+{
+	unsigned char *p = map_anon(8, 0x77), *target = map_anon(8, 0), *q;
+
+	device_sees(p, 8 * PS, 0x77, "before");
+	forget();
+	q = (unsigned char *)syscall(SYS_mremap, p, 8 * PS, 8 * PS,
+				     MREMAP_MAYMOVE | MREMAP_FIXED, target);
+	cr_assert_eq(q, target);
+	device_faults(p, PS, "the old range after mremap");
+	device_sees(q, 8 * PS, 0x77, "the new range");
+	cr_assert_eq(told(u(p), u(p) + 8 * PS, HMM_NOTIFY_UNMAP) >= 1, 1,
+		     "no unmap of the old range");
+	munmap(q, 8 * PS);
+}
+
+Test(uffd, a_raw_brk_shrinking_the_heap_invalidates_what_goes)
+{
+	uint64_t cur = (uint64_t)syscall(SYS_brk, 0), base = (cur + PS - 1) & ~(PS - 1);
+	unsigned char *p = (unsigned char *)(uintptr_t)base;
+	static unsigned char page[PS];
+	int rc;
+
+	/* Grow the heap behind glibc's back and give it back as it was. */
+	cr_assert_eq((uint64_t)syscall(SYS_brk, base + 16 * PS), base + 16 * PS);
+	memset(p, 0x11, 16 * PS);
+	rc = hmm_mirror_read(mir, base, page, PS); /* maps and watches the heap's top */
+	forget();
+	syscall(SYS_brk, cur);
+	cr_assert_eq(rc, 0);
+	device_faults(p, PS, "after the heap shrank");
+	cr_assert(told_covering(base, base + 16 * PS, HMM_NOTIFY_UNMAP), "no unmap of the heap's top");
+}
+
+Test(uffd, a_raw_fork_is_a_protection_change_of_the_whole_address_space)
+{
+	unsigned char *p = map_anon(4, 0x22);
+	int status;
+	long pid;
+
+	device_sees(p, 4 * PS, 0x22, "before");
+	forget();
+	pid = syscall(SYS_fork);
+	if (pid == 0)
+		syscall(SYS_exit_group, 0);
+	cr_assert_gt(pid, 0);
+	cr_assert_eq(waitpid((pid_t)pid, &status, 0), pid);
+	device_sees(p, 4 * PS, 0x22, "after the fork");
+	cr_assert_eq(told(0, USER_TOP, HMM_NOTIFY_PROTECTION_PAGE), 1);
+	munmap(p, 4 * PS);
+}
+
+Test(uffd, an_interposed_fork_or_munmap_invalidates_once_not_twice)
+{
+	unsigned char *p = map_anon(4, 0x23);
+	int status;
+	pid_t pid;
+
+	device_sees(p, 4 * PS, 0x23, "before");
+	forget();
+	pid = fork();
+	if (pid == 0)
+		_exit(0);
+	cr_assert_gt(pid, 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert_eq(munmap(p + PS, PS), 0);
+	device_faults(p + PS, PS, "after munmap");
+	device_sees(p, PS, 0x23, "after the fork");
+	cr_assert_eq(told(0, USER_TOP, HMM_NOTIFY_PROTECTION_PAGE), 1);
+	cr_assert_eq(told(u(p) + PS, u(p) + 2 * PS, HMM_NOTIFY_UNMAP), 1);
+	munmap(p, PS);
+	munmap(p + 2 * PS, 2 * PS);
+}
+
+Test(uffd, migrated_and_watched_memory_share_the_userfaultfd)
+{
+	unsigned char *p = map_anon(64, 0x3c);
+	struct hmm_device_stats st;
+	uint64_t moved;
+	volatile unsigned char sum = 0;
+
+	/* Watched first (a mirror read), then migrated, then faulted back. */
+	device_sees(p, 64 * PS, 0x3c, "before");
+	cr_assert_eq(hmm_migrate_to_device(dev, p, 64 * PS, &moved), 0);
+	cr_assert_eq(moved, 64);
+	for (size_t i = 0; i < 32; i++)
+		cr_assert_eq(p[i * PS], 0x3c, "the CPU's read of page %zu", i);
+	cr_assert_eq(hmm_device_stats(dev, &st), 0);
+	cr_assert_eq(st.used, 32 * PS, "half came back");
+	/* A raw munmap across host and device pages frees those on the device. */
+	forget();
+	cr_assert_eq(syscall(SYS_munmap, p + 16 * PS, 32 * PS), 0);
+	device_faults(p + 16 * PS, 32 * PS, "after the raw munmap");
+	cr_assert_eq(told(u(p) + 16 * PS, u(p) + 48 * PS, HMM_NOTIFY_UNMAP), 1);
+	cr_assert_eq(hmm_device_stats(dev, &st), 0);
+	cr_assert_eq(st.used, 16 * PS, "the device pages unmapped were freed");
+	device_sees(p, 16 * PS, 0x3c, "host pages left");
+	device_sees(p + 48 * PS, 16 * PS, 0x3c, "device pages left");
+	for (size_t i = 48; i < 64; i++)
+		cr_assert_eq(p[i * PS], 0x3c, "the CPU's read of page %zu", i);
+	/* Migrated first, then watched: a raw MADV_DONTNEED clears the device
+	 * pages, and neither the device nor the CPU sees the old data. */
+	cr_assert_eq(hmm_migrate_to_device(dev, p + 48 * PS, 16 * PS, &moved), 0);
+	cr_assert_eq(moved, 16);
+	device_sees(p + 48 * PS, 16 * PS, 0x3c, "the owner reads its device pages");
+	forget();
+	cr_assert_eq(syscall(SYS_madvise, p + 48 * PS, 16 * PS, MADV_DONTNEED), 0);
+	device_sees(p + 48 * PS, 16 * PS, 0, "after MADV_DONTNEED of device pages");
+	cr_assert_eq(told(u(p) + 48 * PS, u(p) + 64 * PS, HMM_NOTIFY_CLEAR), 1);
+	for (size_t i = 48; i < 64; i++)
+		sum |= p[i * PS];
+	cr_assert_eq(sum, 0, "the CPU reads zeros too");
+	cr_assert_eq(hmm_device_stats(dev, &st), 0);
+	cr_assert_eq(st.used, 0);
+	munmap(p, 16 * PS);
+	munmap(p + 48 * PS, 16 * PS);
+}
+
+/* ------------------------------------------------------------------ race */
+
+static struct {
+	pthread_barrier_t go;
+	unsigned char *p;
+} race;
+
+static void *unmapper(void *arg)
+{
+	(void)arg;
+	pthread_barrier_wait(&race.go);
+	syscall(SYS_munmap, race.p, 8 * PS);
+	return NULL;
+}
+
+Test(uffd, a_raw_munmap_racing_a_device_read_gives_the_data_or_efault)
+{
+	unsigned char *buf = malloc(8 * PS);
+
+	cr_assert(buf);
+	cr_assert_eq(pthread_barrier_init(&race.go, NULL, 2), 0);
+	for (unsigned it = 0; it < 300; it++) {
+		pthread_t t;
+		int rc;
+
+		race.p = map_anon(8, (unsigned char)(it | 1));
+		device_sees(race.p, 8 * PS, (unsigned char)(it | 1), "before");
+		cr_assert_eq(pthread_create(&t, NULL, unmapper, NULL), 0);
+		pthread_barrier_wait(&race.go);
+		rc = hmm_mirror_read(mir, u(race.p), buf, 8 * PS);
+		pthread_join(t, NULL);
+		cr_assert(rc == 0 || rc == -EFAULT, "iteration %u: %d", it, rc);
+		if (rc == 0)
+			for (size_t i = 0; i < 8 * PS; i++)
+				cr_assert_eq(buf[i], (unsigned char)(it | 1), "iteration %u byte %zu",
+					     it, i);
+		device_faults(race.p, 8 * PS, "after the race");
+	}
+	pthread_barrier_destroy(&race.go);
+	free(buf);
+}
