@@ -292,101 +292,120 @@ int hmm__mirror_fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, 
 	return 0;
 }
 
+/* Pages an access copies per acquisition of the driver lock. */
+#define ACCESS_BATCH 16
+
 /*
- * Copy one chunk between the device's bounce page and mem.  System memory
- * (the entry maps the page to itself) may have been unmapped by a system
- * call that libhmm only hears of afterwards (uffd.c): with that source on,
- * it is copied with process_vm_readv/writev, which fail with EFAULT where
- * a memcpy would crash the process.  Device memory is ours: memcpy.
- * Return: 0, or -EFAULT if the page is gone.
+ * Copy between the bounce buffer and the nseg pieces of memory in seg
+ * (total bytes in all).  System memory (system: some entry maps a page to
+ * itself) may have been unmapped by a system call that libhmm only hears
+ * of afterwards (uffd.c): while that source runs, the copy goes through
+ * process_vm_readv/writev, one call for the batch, which stops with EFAULT
+ * where a memcpy would crash the process.  Otherwise (device memory only,
+ * or no late source) memcpy.
+ * Context: m->lock held.  Return: the bytes copied, from the first on.
  */
-static int copy(char *mem, char *bounce, size_t len, bool write, bool system)
+static size_t copy(const struct iovec *seg, size_t nseg, char *bounce, size_t total,
+		   bool write, bool system)
 {
-	struct iovec local = { bounce, len }, remote = { mem, len };
+	struct iovec local = { bounce, total };
 	ssize_t n;
 
-	if (!system || !__atomic_load_n(&hmm__uffd_source, __ATOMIC_RELAXED)) {
-		if (write)
-			memcpy(mem, bounce, len);
-		else
-			memcpy(bounce, mem, len);
-		return 0;
-	}
-	do {
-		n = write ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0)
-			  : process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-	} while (n < 0 && errno == EINTR);
-	if (n == (ssize_t)len)
-		return 0;
-	if (n < 0 && errno != EFAULT) {
+	if (system && hmm__cpufault_events()) {
+		do {
+			n = write ? process_vm_writev(getpid(), &local, 1, seg, nseg, 0)
+				  : process_vm_readv(getpid(), &local, 1, seg, nseg, 0);
+		} while (n < 0 && errno == EINTR);
+		if (n >= 0)
+			return (size_t)n;
+		if (errno == EFAULT)
+			return 0;
 		/* Not allowed here (seccomp): the plain copy, as without the source. */
-		if (write)
-			memcpy(mem, bounce, len);
-		else
-			memcpy(bounce, mem, len);
-		return 0;
 	}
-	return -EFAULT;
+	for (size_t i = 0, off = 0; i < nseg; off += seg[i++].iov_len) {
+		if (write)
+			memcpy(seg[i].iov_base, bounce + off, seg[i].iov_len);
+		else
+			memcpy(bounce + off, seg[i].iov_base, seg[i].iov_len);
+	}
+	return total;
 }
 
 /*
  * The device's access to [va, va + len): copy between buf and the pages
- * its table maps, faulting as needed.
+ * its table maps, faulting as needed, up to ACCESS_BATCH pages per round.
  */
 static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t len, bool write)
 {
 	uint64_t end = va + len, mask;
+	size_t bsize;
 	char *bounce;
 	int err = 0;
 
 	if (!m || (!buf && len) || end < va || end > HMM__VA_LIMIT)
 		return -EINVAL;
 	mask = m->page_size - 1;
-	bounce = malloc(m->page_size);
+	bsize = ACCESS_BATCH * m->page_size;
+	bounce = malloc(bsize);
 	if (!bounce)
 		return -ENOMEM;
 	hmm__launch_quiesce_self();
 	/* A change whose system call has returned has been invalidated. */
 	hmm__uffd_sync();
 	while (va < end) {
-		uint64_t page = va & ~mask, pte;
-		size_t chunk = (size_t)(page + m->page_size - va);
+		/* An unaligned batch spans one page more than it holds. */
+		struct iovec seg[ACCESS_BATCH + 1];
+		size_t want = end - va < bsize ? (size_t)(end - va) : bsize, got = 0, done, nseg = 0;
+		bool system = false;
 
-		if (chunk > end - va)
-			chunk = (size_t)(end - va);
 		/* The caller's buffer is touched only without the lock, through
-		 * a bounce page: it may itself be memory that faults (anonymous
-		 * memory on a device), and serving that fault invalidates. */
+		 * the bounce buffer: it may itself be memory that faults
+		 * (anonymous memory on a device), and serving that fault
+		 * invalidates. */
 		if (write)
-			memcpy(bounce, buf, chunk);
+			memcpy(bounce, buf, want);
 		pthread_mutex_lock(&m->lock);
-		pte = m->pt_ops->lookup(m->pt, va, NULL);
-		if (pte && (!write || (pte & HMM__PTE_WRITE))) {
-			/* Holding the lock: an invalidation waits for this copy. */
-			char *mem = (char *)(uintptr_t)(hmm__pte_addr(pte) | (va & mask));
+		while (got < want) {
+			uint64_t cur = va + got, page = cur & ~mask;
+			uint64_t pte = m->pt_ops->lookup(m->pt, cur, NULL);
+			size_t chunk = (size_t)(page + m->page_size - cur);
+			char *mem;
 
-			if (copy(mem, bounce, chunk, write, page == hmm__pte_addr(pte))) {
-				/* Unmapped by a raw system call whose late
-				 * invalidation has not reached us yet. */
-				uint64_t dropped = m->pt_ops->unmap(m->pt, page, page + m->page_size);
-
-				m->stats.mapped_pages -= dropped;
-				if (dropped)
-					shootdown(m);
-				pthread_mutex_unlock(&m->lock);
-				err = hmm__mirror_fault(m, va, end, write);
-				if (err)
-					break;
-				continue;
+			if (!pte || (write && !(pte & HMM__PTE_WRITE)))
+				break;
+			if (chunk > want - got)
+				chunk = want - got;
+			mem = (char *)(uintptr_t)(hmm__pte_addr(pte) | (cur & mask));
+			/* One piece per run of contiguous memory: the kernel
+			 * pins each piece's pages in one go. */
+			if (nseg && (char *)seg[nseg - 1].iov_base + seg[nseg - 1].iov_len == mem) {
+				seg[nseg - 1].iov_len += chunk;
+			} else {
+				seg[nseg].iov_base = mem;
+				seg[nseg++].iov_len = chunk;
 			}
-			pthread_mutex_unlock(&m->lock);
-			if (!write)
-				memcpy(buf, bounce, chunk);
-			buf = (char *)buf + chunk;
-			va += chunk;
-			continue;
+			system |= hmm__pte_addr(pte) == page;
+			got += chunk;
+		}
+		/* Holding the lock: an invalidation waits for this copy. */
+		done = got ? copy(seg, nseg, bounce, got, write, system) : 0;
+		if (done < got) {
+			/* Unmapped by a raw system call whose late invalidation
+			 * has not reached us yet: the device faults on it. */
+			uint64_t page = (va + done) & ~mask;
+			uint64_t dropped = m->pt_ops->unmap(m->pt, page, page + m->page_size);
+
+			m->stats.mapped_pages -= dropped;
+			if (dropped)
+				shootdown(m);
 		}
 		pthread_mutex_unlock(&m->lock);
+		if (!write)
+			memcpy(buf, bounce, done);
+		buf = (char *)buf + done;
+		va += done;
+		if (done == want)
+			continue;
 		/* A device fault: one round for the rest of the access.  A page
 		 * it mapped can still be invalidated before we look again, and
 		 * then we fault again, as a device replays a faulting access. */

@@ -72,6 +72,13 @@
  * raw fork does not run libhmm's fork handlers either, so it should exec or
  * exit without using libhmm.
  *
+ * Device kernels (launch.c) reach system memory through their TLBs with
+ * plain loads and stores: a kernel touching memory that another thread
+ * unmaps with a raw system call can crash, as a CPU thread would; only
+ * hmm_mirror_read/write are made safe (mirror.c).  And a mapping watched
+ * here cannot be registered by the program on a userfaultfd of its own
+ * (the kernel answers EBUSY), as with migrated memory.
+ *
  * Device-resident anonymous pages (migrate.c) that a raw munmap, mremap or
  * MADV_DONTNEED takes are freed by the invalidation (an mremap'd range does
  * not take its device pages along: the wrapper evicts them first, a raw
