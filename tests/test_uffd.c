@@ -2,7 +2,8 @@
 /*
  * test_uffd.c - the userfaultfd event source (libhmm/uffd.c), through the
  * real libhmm.so: changes that bypass libc's entry points (raw system
- * calls, glibc's own munmap in free(), mremap in realloc()) invalidate the
+ * calls, glibc's own munmap in free(), mremap in realloc(), brk in heap
+ * trimming) invalidate the
  * notifiers with the right event and range, and a device mirroring the
  * memory never reads the old data afterwards: it gets the new contents or
  * -EFAULT.  Migrated memory and watched memory live on one userfaultfd;
@@ -249,22 +250,101 @@ Test(uffd, a_raw_mremap_moving_a_range_invalidates_the_old_range)
 	munmap(q, 8 * PS);
 }
 
-Test(uffd, a_raw_brk_shrinking_the_heap_invalidates_what_goes)
-{
-	uint64_t cur = (uint64_t)syscall(SYS_brk, 0), base = (cur + PS - 1) & ~(PS - 1);
-	unsigned char *p = (unsigned char *)(uintptr_t)base;
-	static unsigned char page[PS];
+/* The device's read of a heap block, from a thread of its own: its
+ * allocations (the device's page-table nodes, its bounce buffer) go to its
+ * own arena, and nothing of the main heap is allocated after the block. */
+static struct {
+	pthread_barrier_t go, done;
+	unsigned char *q;
+	size_t len;
 	int rc;
+} heap;
 
-	/* Grow the heap behind glibc's back and give it back as it was. */
-	cr_assert_eq((uint64_t)syscall(SYS_brk, base + 16 * PS), base + 16 * PS);
-	memset(p, 0x11, 16 * PS);
-	rc = hmm_mirror_read(mir, base, page, PS); /* maps and watches the heap's top */
+static void *heap_reader(void *arg)
+{
+	static unsigned char buf[2 << 20];
+
+	(void)arg;
+	pthread_barrier_wait(&heap.go);
+	heap.rc = hmm_mirror_read(mir, u(heap.q), buf, heap.len);
+	pthread_barrier_wait(&heap.done);
+	return NULL;
+}
+
+/* A block of len bytes from the main heap, filled with byte, that the
+ * device has read; with *guard, another block allocated right after it. */
+static unsigned char *heap_block_mirrored(size_t len, unsigned char byte, void **guard)
+{
+	pthread_t t;
+	uint64_t top;
+
+	cr_assert_eq(pthread_barrier_init(&heap.go, NULL, 2), 0);
+	cr_assert_eq(pthread_barrier_init(&heap.done, NULL, 2), 0);
+	cr_assert_eq(pthread_create(&t, NULL, heap_reader, NULL), 0);
+	heap.len = len;
+	heap.q = __libc_malloc(len);
+	if (guard)
+		*guard = __libc_malloc(256 << 10);
+	memset(heap.q, byte, len);
+	pthread_barrier_wait(&heap.go);
+	pthread_barrier_wait(&heap.done);
+	pthread_join(t, NULL);
+	top = (uint64_t)syscall(SYS_brk, 0);
+	cr_assert(u(heap.q) < top && u(heap.q) + len <= top, "the block is not on the heap");
+	cr_assert_eq(heap.rc, 0, "the device's read before");
+	if (guard)
+		cr_assert_gt((uintptr_t)*guard, u(heap.q), "the guard is not after the block");
+	return heap.q;
+}
+
+Test(uffd, glibc_trimming_the_heap_with_its_own_brk_invalidates_what_goes)
+{
+	unsigned char *q;
+	uint64_t brk_after, end;
+
+	/* free() gives a block at the heap's top back by shrinking the heap
+	 * with glibc's internal brk, not ours. */
+	__libc_mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	__libc_mallopt(M_TRIM_THRESHOLD, 128 << 10);
+	__libc_mallopt(M_TOP_PAD, 0);
+	q = heap_block_mirrored(2 << 20, 0x11, NULL);
+	end = (u(q) + (2 << 20)) & ~(PS - 1);
 	forget();
-	syscall(SYS_brk, cur);
-	cr_assert_eq(rc, 0);
-	device_faults(p, PS, "after the heap shrank");
-	cr_assert(told_covering(base, base + 16 * PS, HMM_NOTIFY_UNMAP), "no unmap of the heap's top");
+	__libc_free(q);
+	brk_after = ((uint64_t)syscall(SYS_brk, 0) + PS - 1) & ~(PS - 1);
+	__libc_mallopt(M_MMAP_THRESHOLD, 128 << 10);
+	cr_assert_lt(brk_after, end, "glibc did not shrink the heap");
+	device_faults((void *)(uintptr_t)brk_after, end - brk_after, "after the heap shrank");
+	cr_assert(told_covering(brk_after, end, HMM_NOTIFY_UNMAP), "no unmap of the heap's top");
+}
+
+Test(uffd, malloc_trim_clearing_free_heap_pages_invalidates_them)
+{
+	static unsigned char got[64 * PS];
+	unsigned char *q;
+	uint64_t first, last;
+	void *keep;
+
+	/* A free block in the middle of the heap: malloc_trim() drops its
+	 * pages with glibc's own MADV_DONTNEED. */
+	__libc_mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	__libc_mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	q = heap_block_mirrored(1 << 20, 0x12, &keep); /* keep: q is not the top */
+	/* Its last pages: allocations after the free() are carved from its
+	 * start, and the next block's header is right after its end. */
+	last = ((u(q) + (1 << 20)) & ~(PS - 1)) - PS;
+	first = last - 64 * PS;
+	forget();
+	__libc_free(q);
+	cr_assert_eq(malloc_trim(0), 1, "malloc_trim released nothing");
+	__libc_mallopt(M_MMAP_THRESHOLD, 128 << 10);
+	/* Into a buffer of its own: a malloc'd one could be carved from q. */
+	cr_assert_eq(hmm_mirror_read(mir, first, got, sizeof(got)), 0);
+	for (size_t i = 0; i < sizeof(got); i++)
+		if (got[i])
+			cr_assert_fail("free pages after malloc_trim: byte %zu is 0x%02x", i, got[i]);
+	cr_assert(told_covering(first, last, HMM_NOTIFY_CLEAR), "no clear of the free pages");
+	__libc_free(keep);
 }
 
 Test(uffd, a_raw_fork_is_a_protection_change_of_the_whole_address_space)
