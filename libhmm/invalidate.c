@@ -28,7 +28,12 @@
  *
  * What this cannot see: system calls made without these entry points
  * (syscall(2), and libc's own internal calls, such as free() giving a large
- * block back with munmap).  Those are for the userfaultfd event thread.
+ * block back with munmap).  Those are for the userfaultfd event source
+ * (uffd.c), late, and for private anonymous memory only: shared and file
+ * mappings are covered here and nowhere else.  Each wrapper announces its
+ * change to that source around the real call (hmm__cpufault_own_begin),
+ * so that the event the change raises is not invalidated a second time,
+ * late: by then the range may hold a new mapping with pages on a device.
  *
  * These wrappers are in libhmm.so only, never in the core library that the
  * hmmfs daemon links.
