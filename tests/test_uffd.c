@@ -347,19 +347,27 @@ Test(uffd, malloc_trim_clearing_free_heap_pages_invalidates_them)
 	__libc_free(keep);
 }
 
-Test(uffd, a_raw_fork_is_a_protection_change_of_the_whole_address_space)
+/* Fork a child that exits at once, with the raw system call (no fork
+ * handlers run) or libc's fork() (libhmm's), and reap it. */
+static void fork_child_that_exits(bool raw)
 {
-	unsigned char *p = map_anon(4, 0x22);
+	long pid = raw ? syscall(SYS_fork) : fork();
 	int status;
-	long pid;
 
-	device_sees(p, 4 * PS, 0x22, "before");
-	forget();
-	pid = syscall(SYS_fork);
 	if (pid == 0)
 		syscall(SYS_exit_group, 0);
 	cr_assert_gt(pid, 0);
 	cr_assert_eq(waitpid((pid_t)pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+Test(uffd, a_raw_fork_is_a_protection_change_of_the_whole_address_space)
+{
+	unsigned char *p = map_anon(4, 0x22);
+
+	device_sees(p, 4 * PS, 0x22, "before");
+	forget();
+	fork_child_that_exits(true);
 	device_sees(p, 4 * PS, 0x22, "after the fork");
 	cr_assert_eq(told(0, USER_TOP, HMM_NOTIFY_PROTECTION_PAGE), 1);
 	munmap(p, 4 * PS);
@@ -368,16 +376,10 @@ Test(uffd, a_raw_fork_is_a_protection_change_of_the_whole_address_space)
 Test(uffd, an_interposed_fork_or_munmap_invalidates_once_not_twice)
 {
 	unsigned char *p = map_anon(4, 0x23);
-	int status;
-	pid_t pid;
 
 	device_sees(p, 4 * PS, 0x23, "before");
 	forget();
-	pid = fork();
-	if (pid == 0)
-		_exit(0);
-	cr_assert_gt(pid, 0);
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	fork_child_that_exits(false);
 	cr_assert_eq(munmap(p + PS, PS), 0);
 	device_faults(p + PS, PS, "after munmap");
 	device_sees(p, PS, 0x23, "after the fork");
