@@ -157,6 +157,12 @@ static bool defer(uint64_t word)
  */
 static void serve(uint64_t word)
 {
+	/* A page that a raw MADV_DONTNEED took while it was on a device must
+	 * read zeros, not come back: wait for the invalidation that frees it
+	 * (the dispatcher kicks us).  Its own faults cannot be in such a
+	 * range, unless the program dropped libhmm's memory. */
+	if (mon.events && hmm__uffd_source->pending(word & ~1ULL) && defer(word))
+		return;
 	while (hmm__anon_cpu_fault(word & ~1ULL, word & 1) == -EAGAIN) {
 		if (defer(word))
 			return;

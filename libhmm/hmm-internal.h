@@ -604,6 +604,10 @@ struct hmm__uffd_source {
 	/* Wait until the invalidation of every event read so far has ended.
 	 * Context: no lock an invalidate callback takes; not in a callback. */
 	void (*sync)(void);
+	/* Is page va in a change read but not yet invalidated?  The fault
+	 * server keeps such a fault until hmm__cpufault_kick.  Context: the
+	 * server; takes a leaf lock only. */
+	bool (*pending)(uint64_t va);
 };
 extern const struct hmm__uffd_source *hmm__uffd_source;
 

@@ -56,8 +56,10 @@
  *
  *   lock order: cpufault's read_lock -> src.lock (leaf)
  *   the reader:     read_lock, then src.lock in event()
- *   the dispatcher: src.lock alone; callbacks with no lock of ours held
+ *   the dispatcher: src.lock alone; callbacks with no lock of ours held;
+ *                   kicks the fault server with no lock held
  *   sync():         read_lock (taken and dropped), then src.lock
+ *   the server:     src.lock alone, in pending()
  *
  * Double reports.  A change made through an interposed wrapper, or by
  * migrate.c, is bracketed by its maker before the change; the maker
@@ -82,8 +84,11 @@
  * Device-resident anonymous pages (migrate.c) that a raw munmap, mremap or
  * MADV_DONTNEED takes are freed by the invalidation (an mremap'd range does
  * not take its device pages along: the wrapper evicts them first, a raw
- * mremap loses them).  A CPU access to such a page between the system call
- * and the dispatch may still bring its old data back.
+ * mremap loses them).  A CPU fault on a page inside a change read but not
+ * yet invalidated is kept by the fault server until the dispatcher has
+ * invalidated it (source_pending, then hmm__cpufault_kick), so that a page
+ * a raw MADV_DONTNEED took from a device reads zeros, as it should, rather
+ * than coming back.
  */
 #define _GNU_SOURCE
 #include "config.h"
@@ -112,6 +117,9 @@ static struct {
 	struct hmm_notifier_range over;
 	uint64_t over_count;        /* ranges merged into over */
 	uint64_t queued, dispatched;
+	struct hmm_notifier_range current; /* being dispatched, if dispatching */
+	bool dispatching;
+	bool kick;                  /* pending() kept a fault: kick the server */
 	bool running;               /* the dispatcher exists */
 	pthread_t dispatcher;
 	pthread_once_t atfork_once;
@@ -192,14 +200,24 @@ static void *dispatcher_main(void *arg)
 			pthread_cond_wait(&src.nonempty, &src.lock);
 			continue;
 		}
+		src.current = r;
+		src.dispatching = true;
 		pthread_mutex_unlock(&src.lock);
 		/* Too late to come before the change: callbacks drop the
 		 * devices' entries now, and read_begin waits for the end. */
 		hmm__invalidate_start(&r);
 		hmm__invalidate_end(&r);
 		pthread_mutex_lock(&src.lock);
+		src.dispatching = false;
 		src.dispatched += count;
 		pthread_cond_broadcast(&src.progress);
+		if (src.kick) {
+			/* CPU faults kept for a pending range may go on. */
+			src.kick = false;
+			pthread_mutex_unlock(&src.lock);
+			hmm__cpufault_kick();
+			pthread_mutex_lock(&src.lock);
+		}
 	}
 	return NULL;
 }
@@ -212,7 +230,7 @@ static void forget_in_child(void)
 	pthread_cond_init(&src.nonempty, NULL);
 	pthread_cond_init(&src.progress, NULL);
 	src.head = src.tail = src.queued = src.dispatched = src.over_count = 0;
-	src.overflow = false;
+	src.overflow = src.dispatching = src.kick = false;
 	src.running = false;
 }
 
@@ -261,6 +279,25 @@ static void source_sync(void)
 	pthread_mutex_unlock(&src.lock);
 }
 
+static bool in(const struct hmm_notifier_range *r, uint64_t va)
+{
+	return r->start <= va && va < r->end;
+}
+
+static bool source_pending(uint64_t va)
+{
+	bool hit;
+
+	pthread_mutex_lock(&src.lock);
+	hit = (src.dispatching && in(&src.current, va)) || (src.overflow && in(&src.over, va));
+	for (uint64_t i = src.head; i != src.tail && !hit; i++)
+		hit = in(&src.ring[i % RING_SIZE], va);
+	/* Under the lock: the dispatch that ends the range sees it. */
+	src.kick |= hit;
+	pthread_mutex_unlock(&src.lock);
+	return hit;
+}
+
 static const struct hmm__uffd_source source = {
 	.features = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
 		    UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_FORK,
@@ -270,6 +307,7 @@ static const struct hmm__uffd_source source = {
 	.event = source_event,
 	.watch = source_watch,
 	.sync = source_sync,
+	.pending = source_pending,
 };
 
 /* Loading libhmm.so turns the source on; it starts with the first watch. */
