@@ -279,9 +279,15 @@ static void source_sync(void)
 	pthread_mutex_unlock(&src.lock);
 }
 
+/*
+ * Is va in r, a clear?  Only a clear leaves a mapping whose pages fault to
+ * us (an unmapped range has none, and a new mapping there is not
+ * registered); and holding faults for a fork's range, the whole address
+ * space, could hold one the dispatcher itself takes.
+ */
 static bool in(const struct hmm_notifier_range *r, uint64_t va)
 {
-	return r->start <= va && va < r->end;
+	return r->event == HMM_NOTIFY_CLEAR && r->start <= va && va < r->end;
 }
 
 static bool source_pending(uint64_t va)
@@ -289,7 +295,9 @@ static bool source_pending(uint64_t va)
 	bool hit;
 
 	pthread_mutex_lock(&src.lock);
-	hit = (src.dispatching && in(&src.current, va)) || (src.overflow && in(&src.over, va));
+	/* The overflow range is an unmap: clears merged into it lose their
+	 * faults' wait, as they lose their exact range. */
+	hit = src.dispatching && in(&src.current, va);
 	for (uint64_t i = src.head; i != src.tail && !hit; i++)
 		hit = in(&src.ring[i % RING_SIZE], va);
 	/* Under the lock: the dispatch that ends the range sees it. */
