@@ -58,9 +58,15 @@
  * fork() brings device pages back to host RAM first (invalidate.c), so no
  * page of the child is missing its data.
  *
- * Lock order: mon.lock (start) before the rest; q_lock, own_lock and
- * read_lock are leaves, except that the reader calls the sink (whose ring
- * lock is a leaf) under read_lock.
+ * The server also keeps a fault on a page that a change read but not yet
+ * invalidated has cleared (uffd.c's pending()): a device page a raw
+ * MADV_DONTNEED took must read zeros, not come back; the dispatcher kicks
+ * the server when it is done.
+ *
+ * Lock order: mon.lock (start) before the rest.  The reader holds
+ * read_lock over own_lock, q_lock and the sink's ring lock, all leaves;
+ * nobody waits for anything else while holding one of them.  own_end and
+ * sync take read_lock alone (a barrier: taken and dropped).
  */
 #define _GNU_SOURCE
 #include "config.h"

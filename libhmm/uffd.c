@@ -25,12 +25,14 @@
  * over 1 GiB pays one ioctl per 2 MiB window and never splits the mapping.
  * Registering at hmm_interval_notifier_insert() instead would not do: a
  * mirror subscribes to the whole address space, most of it not mapped yet.
- * Not watched: shared mappings (shmem, memfd, files) and private file
- * mappings, whose write-protect registration needs UFFD_FEATURE_WP_ASYNC,
- * which the synchronous write protection of migration cannot share a
- * userfaultfd with; they are covered by interposition only (and an hmmfs
- * file by hmmfs).  A mapping the program registered on its own userfaultfd
- * is not watched either (the kernel answers EBUSY).
+ * Not watched, so covered by interposition only (and an hmmfs file by
+ * hmmfs): mappings of regular files, whose write-protect registration needs
+ * UFFD_FEATURE_WP_ASYNC, which the synchronous write protection of
+ * migration cannot share a userfaultfd with; and shared memory (shmem,
+ * memfd, MAP_SHARED|MAP_ANONYMOUS), which UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+ * would allow but which nothing here needs yet (migration takes private
+ * anonymous memory only).  A mapping the program registered on its own
+ * userfaultfd is not watched either (the kernel answers EBUSY).
  *
  * Late invalidations.  UNMAP and REMAP are raised after the change, REMOVE
  * before the zap, but the zap goes on as soon as the event is read; the
