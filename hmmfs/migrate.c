@@ -263,7 +263,6 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 	uint64_t *indices = m->indices, index = first;
 	size_t n = 0, got;
 	int dest = m->args.dest, err;
-	bool leaving = false;
 
 	pthread_rwlock_wrlock(&f->data_lock);
 	got = hmm__radix_gang(&f->file.pages, &index, first + npages, (void **)m->batch,
@@ -278,17 +277,20 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 			pg->state = HMM__PAGE_MOVING;
 			pg->dest = (int16_t)dest;
 			indices[n++] = indices[i];
-			leaving |= pg->loc != HMM__LOC_HOST;
 		}
 	}
 	pthread_rwlock_unlock(&f->data_lock);
 	if (!n)
 		return 0;
 
-	/* Pages leaving a device: the sessions that map them drop them first
-	 * (MOVING pages are not handed out meanwhile). */
-	if (leaving)
-		hmmfs_session_invalidate(f, -1, indices[0], indices[n - 1], true);
+	/* The sessions that map the pages drop them first (MOVING pages are
+	 * not handed out meanwhile): device memory the pages leave, and the
+	 * CPU's pages that phase 2 takes, as the kernel's unmap_mapping_range
+	 * tells the mirrors of a process.  A mirror left with the CPU's
+	 * address of a page that went to a device would fault it back at its
+	 * next access, and do so under its driver lock, which this
+	 * invalidation's answer needs. */
+	hmmfs_session_invalidate(f, -1, indices[0], indices[n - 1], true);
 
 	/* Take the pages from the CPU; the kernel reports no errors here. */
 	take_from_cpu(m, m->own_fd, (off_t)(indices[0] << hmmfs.page_shift),

@@ -446,6 +446,36 @@ size_t hmm__client_page_size(const struct hmm__client *c);
 /* End the session; grants' descriptors stay valid.  NULL: nothing. */
 void hmm__client_detach(struct hmm__client *c);
 
+/* ------------------------------------------------------------------------
+ * attach.c - devices of an hmmfs mount (see the top of attach.c).
+ * ------------------------------------------------------------------------ */
+struct hmm__attached;
+/* A mapping, as range.c sees it, for hmm__attached_lookup. */
+struct hmm__attached_vma {
+	uint64_t start, end;   /* the mapping */
+	uint64_t pgoff;        /* the file offset at start, bytes */
+	uint32_t dev_major, dev_minor;
+	uint64_t ino;
+	bool write;            /* a writable shared mapping */
+	const char *name;      /* the file's path as /proc/self/maps shows it */
+};
+/* Is any device attached?  Cheap: an atomic load. */
+bool hmm__attached_any(void);
+/*
+ * hmm__attached_lookup() - for the n pages from addr of the shared file
+ * mapping v: out[k] = HMM_PFN_VALID | its device memory (| HMM_PFN_WRITE)
+ * if page k lies on the attached device owner, else 0.  owner: a range's
+ * dev_private_owner; anything but an attached device gives zeros.
+ * Context: no libhmm lock held (it opens files and asks the daemon).
+ * Return: 0, -errno (the daemon could not be asked).
+ */
+int hmm__attached_lookup(const void *owner, const struct hmm__attached_vma *v, uint64_t addr,
+			 size_t n, uint64_t *out);
+/* The daemon's counters of the attached device.  Return: 0, -errno. */
+int hmm__attached_stats(struct hmm__attached *a, unsigned index, struct hmm_device_stats *st);
+/* End the session and unmap the memory.  Context: no mirror of the device left. */
+void hmm__attached_detach(struct hmm__attached *a);
+
 /* Parse "123", "4K", "16M", "2G", "1T" (powers of 1024). Return: 0 or -EINVAL/-ERANGE. */
 int hmm__parse_size(const char *s, uint64_t *out);
 

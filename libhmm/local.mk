@@ -21,7 +21,8 @@ libhmm_libhmm_core_la_SOURCES = \
 	libhmm/launch.c \
 	libhmm/migrate.c \
 	libhmm/cpufault.c \
-	libhmm/client.c
+	libhmm/client.c \
+	libhmm/attach.c
 libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 

@@ -159,12 +159,14 @@ HMM_EXPORT int hmm_device_page_alloc(struct hmm_device *dev, void **page)
 
 	if (!dev || !page)
 		return -EINVAL;
+	if (dev->attached)
+		return -EOPNOTSUPP; /* its memory is the daemon's (attach.c) */
 	return hmm__pool_alloc(&dev->core->pool, page, &zeroed);
 }
 
 HMM_EXPORT void hmm_device_page_free(struct hmm_device *dev, void *page)
 {
-	if (dev && page)
+	if (dev && page && !dev->attached)
 		hmm__pool_free(&dev->core->pool, page);
 }
 
@@ -174,6 +176,8 @@ HMM_EXPORT int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src
 
 	if (!dev || ((!dst || !src) && len))
 		return -EINVAL;
+	if (dev->attached)
+		return -EOPNOTSUPP;
 	if (!len)
 		return 0;
 	return hmm__dma_copy_sync(dev->core->dma, &c, 1);
@@ -185,6 +189,8 @@ HMM_EXPORT int hmm_device_stats(struct hmm_device *dev, struct hmm_device_stats 
 
 	if (!dev || !st)
 		return -EINVAL;
+	if (dev->attached)
+		return hmm__attached_stats(dev->attached, dev->attached_index, st);
 	c = &dev->core->counters;
 	st->capacity = dev->core->pool.capacity_pages * page_size();
 	st->used = hmm__pool_used(&dev->core->pool) * page_size();
@@ -469,6 +475,10 @@ HMM_EXPORT int hmm_migrate_vma_setup(struct hmm_migrate_vma *a)
 	    (a->flags != HMM_MIGRATE_VMA_SELECT_SYSTEM &&
 	     a->flags != HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE))
 		return -EINVAL;
+	/* A device of an hmmfs mount holds files' pages, not this process's
+	 * anonymous memory. */
+	if (a->pgmap_owner->attached)
+		return -EOPNOTSUPP;
 	a->npages = (a->end - a->start) / ps;
 	a->cpages = 0;
 	memset(a->src, 0, a->npages * sizeof(*a->src));

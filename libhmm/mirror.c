@@ -68,16 +68,19 @@ HMM_EXPORT int hmm_device_create(const struct hmm_device_config *cfg, struct hmm
 		return err;
 	}
 	pthread_mutex_init(&dev->lock, NULL);
-	dev->compute_units = cfg->compute_units;
-	if (!dev->compute_units) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-		dev->compute_units = n > 0 ? (unsigned)n : 1;
-		if (dev->compute_units > HMM_MAX_COMPUTE_UNITS)
-			dev->compute_units = HMM_MAX_COMPUTE_UNITS;
-	}
+	dev->compute_units = cfg->compute_units ? cfg->compute_units
+						: hmm__default_compute_units();
 	*out = dev;
 	return 0;
+}
+
+unsigned hmm__default_compute_units(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		return 1;
+	return n > HMM_MAX_COMPUTE_UNITS ? HMM_MAX_COMPUTE_UNITS : (unsigned)n;
 }
 
 HMM_EXPORT int hmm_device_destroy(struct hmm_device *dev)
@@ -90,6 +93,12 @@ HMM_EXPORT int hmm_device_destroy(struct hmm_device *dev)
 		return -EBUSY;
 	}
 	pthread_mutex_unlock(&dev->lock);
+	if (dev->attached) {
+		hmm__attached_detach(dev->attached);
+		pthread_mutex_destroy(&dev->lock);
+		free(dev);
+		return 0;
+	}
 	/* Anonymous memory on the device comes back first, as when a
 	 * driver's device memory goes away. */
 	hmm__anon_evict_device(dev);

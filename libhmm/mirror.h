@@ -26,7 +26,10 @@
 #include "pagetable.h"
 
 struct hmm_device {
-	struct hmm__device *core;
+	struct hmm__device *core;      /* embedded: the device model; else NULL */
+	struct hmm__attached *attached; /* attached to an hmmfs mount (attach.c) */
+	unsigned attached_index;       /* the mount's device */
+	uint32_t attached_type;        /* HMM_DEVICE_PRIVATE or _COHERENT */
 	unsigned compute_units;
 	pthread_mutex_t lock;
 	struct hmm_mirror *mirror; /* protected by lock */
@@ -130,6 +133,9 @@ int hmm__mirror_fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, 
  * Context: no lock held (it may migrate).
  */
 uint64_t hmm__policy_prepare(struct hmm_mirror *m, uint64_t page, uint64_t end);
+
+/* mirror.c: compute units when the caller names none: one per CPU. */
+unsigned hmm__default_compute_units(void);
 
 /* launch.c: stop and free the compute units.  Context: no launch running. */
 void hmm__launch_stop(struct hmm_mirror *m);

@@ -127,6 +127,10 @@ struct vma {
 	bool read, write, shared;
 	bool special;       /* VM_IO / VM_PFNMAP as far as we can tell: no pages */
 	bool file;          /* backed by a file (or shmem): not anonymous */
+	uint64_t pgoff;     /* the file offset at start, bytes */
+	uint32_t dev_major, dev_minor;
+	uint64_t ino;
+	const char *name;   /* valid until the next vma_find */
 };
 
 struct walk {
@@ -142,6 +146,8 @@ struct walk {
 	uint64_t fault_addr;  /* where the last fault was, for MAX_FAULT_TRIES */
 	unsigned fault_tries;
 	bool want_words;      /* read pagemap words for every mapping (snapshot) */
+	/* Large enough for any name: a shorter buffer fails with ENAMETOOLONG. */
+	char name[PATH_MAX + 32];
 };
 
 /* Mappings that have no struct page behind them: the kernel's VM_IO/VM_PFNMAP. */
@@ -197,14 +203,15 @@ static int vma_parse(struct walk *w, uint64_t addr, struct vma *v)
 		return err;
 	while (line && *line) {
 		char *next = strchr(line, '\n');
-		unsigned long long start, end, inode = 0;
+		unsigned long long start, end, pgoff = 0, inode = 0;
+		unsigned major = 0, minor = 0;
 		char perms[5];
 		int name_at = 0;
 
 		if (next)
 			*next++ = '\0';
-		if (sscanf(line, "%llx-%llx %4s %*s %*s %llu %n", &start, &end, perms, &inode,
-			   &name_at) >= 3 && end > addr) {
+		if (sscanf(line, "%llx-%llx %4s %llx %x:%x %llu %n", &start, &end, perms, &pgoff,
+			   &major, &minor, &inode, &name_at) >= 3 && end > addr) {
 			const char *name = name_at ? line + name_at : "";
 
 			v->start = start;
@@ -215,6 +222,11 @@ static int vma_parse(struct walk *w, uint64_t addr, struct vma *v)
 			v->shared = perms[3] == 's';
 			v->special = special_name(name);
 			v->file = inode != 0;
+			v->pgoff = pgoff;
+			v->dev_major = major;
+			v->dev_minor = minor;
+			v->ino = inode;
+			v->name = name;
 			return 0;
 		}
 		line = next;
@@ -229,8 +241,7 @@ static int vma_parse(struct walk *w, uint64_t addr, struct vma *v)
  */
 static int vma_find(struct walk *w, uint64_t addr, struct vma *v)
 {
-	/* Large enough for any name: a shorter buffer fails with ENAMETOOLONG. */
-	char name[PATH_MAX + 32];
+	char *name = w->name;
 	struct hmm__procmap_query q;
 
 	if (w->no_query)
@@ -240,7 +251,7 @@ static int vma_find(struct walk *w, uint64_t addr, struct vma *v)
 	q.query_flags = Q_COVERING_OR_NEXT_VMA;
 	q.query_addr = addr;
 	q.vma_name_addr = (uint64_t)(uintptr_t)name;
-	q.vma_name_size = sizeof(name);
+	q.vma_name_size = sizeof(w->name);
 	if (ioctl(w->maps_fd, HMM__PROCMAP_QUERY, &q) < 0) {
 		if (errno == ENOENT)
 			return -ENOENT;
@@ -259,6 +270,11 @@ static int vma_find(struct walk *w, uint64_t addr, struct vma *v)
 	v->shared = q.vma_flags & Q_VMA_SHARED;
 	v->special = special_name(name);
 	v->file = q.inode != 0;
+	v->pgoff = q.vma_offset;
+	v->dev_major = q.dev_major;
+	v->dev_minor = q.dev_minor;
+	v->ino = q.inode;
+	v->name = name;
 	return 0;
 }
 
@@ -447,6 +463,9 @@ static int walk_vma(struct walk *w, const struct vma *v, size_t i, size_t j, siz
 {
 	struct hmm_range *range = w->range;
 	bool anon = hmm__anon_any() && !v->shared;
+	/* A shared mapping of a file that may lie on an attached device. */
+	bool attached = v->shared && v->file && hmm__attached_any();
+	uint64_t on_dev[CHUNK];
 	uint8_t pg[CHUNK];
 
 	if (!v->read || v->special)
@@ -456,6 +475,12 @@ static int walk_vma(struct walk *w, const struct vma *v, size_t i, size_t j, siz
 		uint64_t base = range->start + ((uint64_t)c << w->page_shift);
 		int err = pages_read(w, v, base, n, pg);
 
+		if (!err && attached) {
+			struct hmm__attached_vma av = { v->start, v->end, v->pgoff, v->dev_major,
+							v->dev_minor, v->ino, v->write, v->name };
+
+			err = hmm__attached_lookup(range->dev_private_owner, &av, base, n, on_dev);
+		}
 		if (err)
 			return err;
 		for (size_t k = 0; k < n; k++) {
@@ -466,6 +491,12 @@ static int walk_vma(struct walk *w, const struct vma *v, size_t i, size_t j, siz
 
 			if (write && !v->write)
 				return -EPERM;
+			if (attached && on_dev[k]) {
+				/* On the attached device: present for it, as the
+				 * kernel's device-private pages are for their owner. */
+				range->hmm_pfns[c + k] = on_dev[k];
+				continue;
+			}
 			if (anon) {
 				/* Anonymous memory on a device has no CPU page, and
 				 * a page being migrated must not be mapped even if

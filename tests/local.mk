@@ -40,7 +40,8 @@ CRITERION_TESTS = \
 	tests/test_migrate \
 	tests/test_anon_migrate \
 	tests/test_hmmctl \
-	tests/test_session
+	tests/test_session \
+	tests/test_attach
 check_PROGRAMS += $(CRITERION_TESTS)
 TESTS += $(CRITERION_TESTS)
 TESTS_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) -I$(top_srcdir)/tests
@@ -80,6 +81,10 @@ tests_test_uffd_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_mirror_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_launch_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_anon_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_attach_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_attach_SOURCES = tests/test_attach.c
+tests_test_attach_CFLAGS = $(TESTS_CFLAGS)
+tests_test_attach_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_anon_migrate_SOURCES = tests/test_anon_migrate.c
 tests_test_anon_migrate_CFLAGS = $(TESTS_CFLAGS)
 tests_test_anon_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la

@@ -607,6 +607,37 @@ int hmm_device_create(const struct hmm_device_config *cfg, struct hmm_device **o
  */
 int hmm_device_destroy(struct hmm_device *dev);
 
+/**
+ * hmm_device_attach() - a device of a running hmmfs mount, shared with the
+ * daemon and its files (hmmfs(8), "Attaching to the devices").
+ * @path: a file or directory of the mount; it stays open, so the mount is
+ *        busy, until the device is destroyed.
+ * @index: the mount's device.
+ * @out: the device; hmm_device_destroy() detaches it.
+ *
+ * A mirror of the device sees a page of a file of the mount that this
+ * process maps shared, and that lies on this device, as present at the
+ * page's place in the device's memory, without bringing it back: a read,
+ * a write (if the mapping and the file's open allow it), an atomic or a
+ * kernel uses the device memory itself, which the daemon granted (the file
+ * is opened again through the mapping's path, with the mapping's access,
+ * so the kernel checks that this process may).  When the daemon moves or
+ * frees such a page, the mirror is invalidated first (HMM_NOTIFY_MIGRATE
+ * with no owner: the change is the daemon's, never this driver's own).  Any other device, and the CPU, bring the page back first,
+ * as with the kernel's device-private pages.  Compute units: one per CPU.
+ * The device's anonymous memory is not available to this process:
+ * hmm_device_page_alloc(), hmm_device_dma() and migrating anonymous memory
+ * to it fail with -EOPNOTSUPP.  hmm_device_stats() reports the daemon's
+ * counters of the device.
+ *
+ * Context: any.
+ * Return: 0; -EINVAL (NULL); -ENOTTY (not on hmmfs); -ENODEV (no such
+ * device); -EACCES (the mount's attach= option refuses this user); -EPROTO
+ * (the mount's page size is below the system's, or the daemon answered
+ * wrongly); -ENOMEM; or another -errno from opening @path or the socket.
+ */
+int hmm_device_attach(const char *path, unsigned int index, struct hmm_device **out);
+
 /** struct hmm_mirror - a device's view of this process (opaque). */
 struct hmm_mirror;
 
