@@ -226,9 +226,11 @@ static void token_free(struct token *t)
 	}
 }
 
-/* Make a token for the caller of req and file it.  On success the token
- * owns t's inode pin and fd.  Return: 0, -EAGAIN (too many), -errno. */
-static int token_issue(fuse_req_t req, struct token *t)
+/* Make a token for the caller of req and file it; its words go to words
+ * (the token itself may be redeemed and freed as soon as it is filed).  On
+ * success the token owns t's inode pin and fd.
+ * Return: 0, -EAGAIN (too many), -errno. */
+static int token_issue(fuse_req_t req, struct token *t, uint64_t *words)
 {
 	struct token *dead = NULL;
 	int err;
@@ -239,6 +241,7 @@ static int token_issue(fuse_req_t req, struct token *t)
 	t->uid = fuse_req_ctx(req)->uid;
 	if (getrandom(t->words, sizeof(t->words), 0) != sizeof(t->words))
 		return -EAGAIN;
+	memcpy(words, t->words, sizeof(t->words));
 	t->expires = time(NULL) + TOKEN_SECONDS;
 	pthread_mutex_lock(&sessions.lock);
 	expire_locked(&dead);
@@ -304,18 +307,17 @@ void hmmfs_session_ioctl_attach(fuse_req_t req, const struct hmm_attach *in)
 	t = err ? NULL : calloc(1, sizeof(*t));
 	if (!err && !t)
 		err = -ENOMEM;
+	memset(&out, 0, sizeof(out));
 	if (!err) {
 		t->kind = TOKEN_ATTACH;
-		err = token_issue(req, t);
+		err = token_issue(req, t, out.token);
 	}
 	if (err) {
 		free(t);
 		fuse_reply_err(req, -err);
 		return;
 	}
-	memset(&out, 0, sizeof(out));
 	out.index = in->index;
-	memcpy(out.token, t->words, sizeof(out.token));
 	memcpy(out.socket, sessions.name, sizeof(out.socket));
 	fuse_reply_ioctl(req, 0, &out, sizeof(out));
 }
@@ -380,7 +382,8 @@ void hmmfs_session_ioctl_grant(fuse_req_t req, struct hmmfs_inode *f,
 	t->device = in->index;
 	t->fd = fd;
 	t->writable = writable;
-	err = token_issue(req, t);
+	memset(&out, 0, sizeof(out));
+	err = token_issue(req, t, out.token);
 	if (err) {
 		close(fd);
 		shared_put(f);
@@ -389,10 +392,8 @@ void hmmfs_session_ioctl_grant(fuse_req_t req, struct hmmfs_inode *f,
 		fuse_reply_err(req, -err);
 		return;
 	}
-	memset(&out, 0, sizeof(out));
 	out.index = in->index;
 	out.writable = writable;
-	memcpy(out.token, t->words, sizeof(out.token));
 	fuse_reply_ioctl(req, 0, &out, sizeof(out));
 }
 
