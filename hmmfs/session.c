@@ -500,20 +500,17 @@ static int session_grant(struct session *s, const struct hmm__msg *req)
 	reply.arg[0] = g->id;
 	reply.arg[1] = t->device;
 	reply.arg[2] = t->writable;
-	err = session_send(s, &reply, t->fd);
-	close(t->fd);
-	free(t);
-	if (err) {
-		shared_put(g->inode);
-		hmmfs_inode_unpin(g->inode);
-		free(g);
-		return err;
-	}
+	/* Filed before the client has the memory: an invalidation from the
+	 * moment it can map a page on must reach it. */
 	pthread_mutex_lock(&sessions.lock);
 	g->next = s->grants;
 	s->grants = g;
 	pthread_mutex_unlock(&sessions.lock);
-	return 0;
+	err = session_send(s, &reply, t->fd);
+	close(t->fd);
+	free(t);
+	/* On error the session ends, and session_end drops the grant. */
+	return err;
 }
 
 /* Check the hello: the first message, within TOKEN_SECONDS. */
