@@ -39,15 +39,43 @@ struct operands {
 	double *c;
 };
 
-/* One work item per row of C. */
+/* Row i of C = row i of A times B, with plain loads and stores. */
+static void row_product(const double *row, const double *b, double *c)
+{
+	for (unsigned j = 0; j < N; j++) {
+		double sum = 0;
+
+		for (unsigned x = 0; x < N; x++)
+			sum += row[x] * b[x * N + j];
+		c[j] = sum;
+	}
+}
+
+/*
+ * One work item per row of C.  The fast way: map the row of A, all of B and
+ * the row of C for direct use (hmm_kernel_map), at the speed of CPU code.
+ * A span the device sees in scattered pieces (-ERANGE: B moved page by page
+ * into device memory) is read element by element through the device's
+ * translation instead.
+ */
 static void matmul_row(struct hmm_kernel *k, void *arg)
 {
 	struct operands *o = arg;
 	uint64_t i = hmm_kernel_item(k);
+	struct hmm_kernel_span sp[3] = {
+		{ (void *)&o->a[i * N], N * sizeof(double), false, NULL },
+		{ (void *)o->b, BYTES, false, NULL },
+		{ &o->c[i * N], N * sizeof(double), true, NULL },
+	};
 	double row[N];
+	int err = hmm_kernel_map(k, sp, 3);
 
-	if (hmm_kernel_read(k, &o->a[i * N], row, sizeof(row)))
+	if (!err) {
+		row_product(sp[0].addr, sp[1].addr, sp[2].addr);
 		return;
+	}
+	if (err != -ERANGE || hmm_kernel_read(k, &o->a[i * N], row, sizeof(row)))
+		return; /* the launch stops with the error */
 	for (unsigned j = 0; j < N; j++) {
 		double sum = 0;
 
