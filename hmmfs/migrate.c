@@ -283,18 +283,23 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 	if (!n)
 		return 0;
 
-	/* The sessions that map the pages drop them first (MOVING pages are
-	 * not handed out meanwhile): device memory the pages leave, and the
-	 * CPU's pages that phase 2 takes, as the kernel's unmap_mapping_range
-	 * tells the mirrors of a process.  A mirror left with the CPU's
-	 * address of a page that went to a device would fault it back at its
-	 * next access, and do so under its driver lock, which this
-	 * invalidation's answer needs. */
-	hmmfs_session_invalidate(f, -1, indices[0], indices[n - 1], true);
-
 	/* Take the pages from the CPU; the kernel reports no errors here. */
 	take_from_cpu(m, m->own_fd, (off_t)(indices[0] << hmmfs.page_shift),
 		      (off_t)((indices[n - 1] - indices[0] + 1) << hmmfs.page_shift));
+
+	/*
+	 * Then the sessions that map the pages drop them, before any is
+	 * copied: device memory the pages leave, and the CPU's addresses of
+	 * pages phase 2 took, as the kernel's unmap_mapping_range tells a
+	 * process's mirrors.  Not before phase 2: a mirror that faulted a
+	 * page in again from the page cache in between would keep the CPU's
+	 * address of a page that then went to a device, and its next access
+	 * would fault the page back under its driver lock, which the
+	 * invalidation that fault-back sends needs.  After phase 2, getting
+	 * the page again means a READ, which keeps it where it is; and MOVING
+	 * pages are not handed out.
+	 */
+	hmmfs_session_invalidate(f, -1, indices[0], indices[n - 1], true);
 
 	pthread_rwlock_wrlock(&f->data_lock);
 	err = copy_chunk(f, indices, n, dest, m->batch, m->found, &m->args.moved);
