@@ -104,7 +104,7 @@ void hmmfs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		 * being migrated stay where they are. */
 		pthread_rwlock_unlock(&inode->data_lock);
 		pthread_rwlock_wrlock(&inode->data_lock);
-		hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, size));
+		hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, size), false);
 		err = hmmfs_pages_fault_in(inode, (uint64_t)off, size);
 	}
 	if (err)
@@ -140,7 +140,7 @@ void hmmfs_ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		size = (size_t)(HMMFS_MAX_FILESIZE - (uint64_t)off);
 	pthread_rwlock_wrlock(&inode->data_lock);
 	if (size)
-		hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, size));
+		hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, size), false);
 	if (fi && fi->writepage)
 		err = hmmfs_fence_writeback(inode, buf, size, (uint64_t)off, &written);
 	else
@@ -187,7 +187,7 @@ void hmmfs_ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 	pthread_rwlock_wrlock(&inode->data_lock);
 	if (punch) {
 		if (len)
-			hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, len));
+			hmmfs_pages_unshare(inode, page_index(off), last_page_index(off, len), true);
 		err = hmmfs_pages_punch(inode, off, len);
 		if (!err)
 			hmmfs_fence_raise(inode, off, len);
@@ -334,11 +334,12 @@ void hmmfs_ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	if (len) {
 		pthread_rwlock_wrlock(&in->data_lock);
 		fenced_in = hmmfs_pages_unshare_begin(in, page_index(off_in),
-						      last_page_index(off_in, len));
+						      last_page_index(off_in, len), false);
 		pthread_rwlock_unlock(&in->data_lock);
 		pthread_rwlock_wrlock(&out->data_lock);
+		/* Holes copied over the destination take its pages away. */
 		fenced_out = hmmfs_pages_unshare_begin(out, page_index(off_out),
-						       last_page_index(off_out, len));
+						       last_page_index(off_out, len), true);
 		pthread_rwlock_unlock(&out->data_lock);
 	}
 	/* Lock order for two files: the lower address first.  Both for

@@ -303,18 +303,19 @@ int64_t hmmfs_pages_seek(struct hmmfs_inode *f, uint64_t off, int whence);
 void hmmfs_pages_free_all(struct hmmfs_inode *f);
 /*
  * hmmfs_pages_unshare() - before pages [first, last] of f may leave a
- * device or be freed: take their device memory from the sessions that may
- * map it (session.c).  If a session may and a page of the range is on a
- * device, it fences the pages, drops data_lock, invalidates and takes
- * data_lock again, so the caller must look at the pages only after it
- * returns.
+ * device or be freed: take them from the sessions that may map them
+ * (session.c), whether as device memory or through the CPU's mapping.  If
+ * a session may, and a page of the range is on a device or all (pages are
+ * going away wherever they are: truncation, punching), it fences the pages,
+ * drops data_lock, invalidates and takes data_lock again, so the caller
+ * must look at the pages only after it returns.
  * Context: f->data_lock held for writing.
  */
-void hmmfs_pages_unshare(struct hmmfs_inode *f, uint64_t first, uint64_t last);
+void hmmfs_pages_unshare(struct hmmfs_inode *f, uint64_t first, uint64_t last, bool all);
 /* The same in two halves, for a caller that must drop data_lock between
  * the invalidation and its change (copy_file_range takes two files' locks):
  * the fence stays up until _end.  Return: whether _end is needed. */
-bool hmmfs_pages_unshare_begin(struct hmmfs_inode *f, uint64_t first, uint64_t last);
+bool hmmfs_pages_unshare_begin(struct hmmfs_inode *f, uint64_t first, uint64_t last, bool all);
 void hmmfs_pages_unshare_end(struct hmmfs_inode *f);
 /* Whether page index of f is fenced by hmmfs_pages_unshare.  Context:
  * f->data_lock held. */

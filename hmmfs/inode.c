@@ -322,7 +322,7 @@ void hmmfs_ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			return;
 		}
 		pthread_rwlock_wrlock(&inode->data_lock);
-		hmmfs_pages_unshare(inode, page_index((uint64_t)attr->st_size), UINT64_MAX);
+		hmmfs_pages_unshare(inode, page_index((uint64_t)attr->st_size), UINT64_MAX, true);
 		err = hmmfs_pages_truncate(inode, (uint64_t)attr->st_size);
 		pthread_rwlock_unlock(&inode->data_lock);
 		if (err) {

@@ -341,7 +341,7 @@ static int evict_batch(struct hmm__device *dev, const struct migration *m,
 			lo = indices[i] < lo ? indices[i] : lo;
 			hi = indices[i] > hi ? indices[i] : hi;
 		}
-		hmmfs_pages_unshare(f, lo, hi);
+		hmmfs_pages_unshare(f, lo, hi, false);
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct hmm__page *pg = hmm__radix_lookup(&f->file.pages, indices[i]);

@@ -469,9 +469,9 @@ static bool any_on_device(struct hmmfs_inode *f, uint64_t first, uint64_t last)
 	return false;
 }
 
-bool hmmfs_pages_unshare_begin(struct hmmfs_inode *f, uint64_t first, uint64_t last)
+bool hmmfs_pages_unshare_begin(struct hmmfs_inode *f, uint64_t first, uint64_t last, bool all)
 {
-	if (!hmmfs_session_shared(f) || !any_on_device(f, first, last))
+	if (!hmmfs_session_shared(f) || (!all && !any_on_device(f, first, last)))
 		return false;
 	if (f->file.nunshares++ == 0) {
 		f->file.unshare_first = first;
@@ -493,11 +493,11 @@ void hmmfs_pages_unshare_end(struct hmmfs_inode *f)
 	f->file.nunshares--;
 }
 
-void hmmfs_pages_unshare(struct hmmfs_inode *f, uint64_t first, uint64_t last)
+void hmmfs_pages_unshare(struct hmmfs_inode *f, uint64_t first, uint64_t last, bool all)
 {
 	/* From here the caller holds the lock until its change is done:
 	 * nobody can look the pages up meanwhile, the fence can go. */
-	if (hmmfs_pages_unshare_begin(f, first, last))
+	if (hmmfs_pages_unshare_begin(f, first, last, all))
 		hmmfs_pages_unshare_end(f);
 }
 

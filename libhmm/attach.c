@@ -29,8 +29,21 @@
  * goes on once that returns.  The mirror's page-table entries
  * are gone by then, and a compute unit's access in flight has ended.
  *
+ * Observers.  A process whose mirrors use a file of a mount through the
+ * CPU's mapping (an embedded device, or another device of the mount) must
+ * hear of the daemon's changes too, as the kernel's mirrors hear of
+ * unmap_mapping_range: a migration takes the page cache away, another
+ * process truncates the file.  So the first range fault over a mapping of
+ * a file of an hmmfs mount opens an observing session with the mount
+ * (attached to its device 0, holding a grant of each file met, mapping
+ * nothing); its invalidations reach every mirror the same way.  A mount
+ * without devices, or whose attach= option refuses this user, is not
+ * observed: its files' changes are not told, and a device access to a
+ * page gone from the CPU faults it in again or gets -EFAULT.
+ *
  * Lock order: attached->lock is a leaf taken by lookups and by the
- * invalidation callback (which drops it before invalidating).
+ * invalidation callback (which drops it before invalidating);
+ * observers.lock is taken before an observer's lock, never after.
  */
 #define _GNU_SOURCE
 #include "config.h"
@@ -43,6 +56,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -80,6 +94,7 @@ struct afile {
 
 struct hmm__attached {
 	struct hmm__client *client;
+	bool observer;         /* observes the mount; no device of ours */
 	int ctl_fd;            /* the path attached through, for device info */
 	struct hmm_device *dev;
 	dev_t mount_dev;
@@ -395,6 +410,23 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 	return 0;
 }
 
+/* Free the grants (unmapping their memory) and the files' records. */
+static void records_free(struct hmm__attached *a)
+{
+	while (a->grants) {
+		struct grant *g = a->grants;
+
+		a->grants = g->next;
+		grant_free(g);
+	}
+	while (a->files) {
+		struct afile *f = a->files;
+
+		a->files = f->next;
+		free(f);
+	}
+}
+
 void hmm__attached_detach(struct hmm__attached *a)
 {
 	pthread_mutex_lock(&attached_list.lock);
@@ -408,18 +440,7 @@ void hmm__attached_detach(struct hmm__attached *a)
 	pthread_mutex_unlock(&attached_list.lock);
 	/* No invalidation can come any more; then the memory goes. */
 	hmm__client_detach(a->client);
-	while (a->grants) {
-		struct grant *g = a->grants;
-
-		a->grants = g->next;
-		grant_free(g);
-	}
-	while (a->files) {
-		struct afile *f = a->files;
-
-		a->files = f->next;
-		free(f);
-	}
+	records_free(a);
 	close(a->ctl_fd);
 	pthread_mutex_destroy(&a->lock);
 	free(a);
@@ -438,4 +459,164 @@ int hmm__attached_stats(struct hmm__attached *a, unsigned index, struct hmm_devi
 	st->pages_out = info.pages_out;
 	st->cpu_faults = info.cpu_faults;
 	return 0;
+}
+
+/* ---- observers ----------------------------------------------------------- */
+
+#define FUSE_SUPER_MAGIC 0x65735546
+/* Filesystems (by device) known not to be observable; reused round-robin. */
+#define MAX_UNOBSERVED 64
+
+static struct {
+	pthread_mutex_t lock;
+	pid_t pid;                       /* whose: a child of fork() starts afresh */
+	struct hmm__attached *list;      /* by mount_dev */
+	dev_t unobserved[MAX_UNOBSERVED];
+	unsigned nunobserved, next;
+} observers = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* The parent's observers are the parent's: their reader threads are not
+ * in this process, and their sockets are shared with it (so never shut
+ * down here).  Context: observers.lock. */
+static void forget_parents(void)
+{
+	while (observers.list) {
+		struct hmm__attached *a = observers.list;
+
+		observers.list = a->next;
+		hmm__client_forget(a->client);
+		records_free(a);
+		free(a);
+	}
+	observers.nunobserved = 0;
+	observers.pid = getpid();
+}
+
+/* An observer whose mount went away (its session ended): a new mount may
+ * reuse the device number.  Context: observers.lock. */
+static void observer_free(struct hmm__attached *a)
+{
+	for (struct hmm__attached **pa = &observers.list; *pa; pa = &(*pa)->next) {
+		if (*pa == a) {
+			*pa = a->next;
+			break;
+		}
+	}
+	hmm__client_detach(a->client);
+	records_free(a);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+}
+
+static void unobservable(dev_t dev)
+{
+	if (observers.nunobserved < MAX_UNOBSERVED) {
+		observers.unobserved[observers.nunobserved++] = dev;
+	} else {
+		observers.unobserved[observers.next] = dev;
+		observers.next = (observers.next + 1) % MAX_UNOBSERVED;
+	}
+}
+
+/* An observer of the mount that path is on, or NULL if it cannot be had.
+ * Context: observers.lock. */
+static struct hmm__attached *observer_new(const char *path, dev_t dev)
+{
+	struct hmm_device_info info = { .index = 0 };
+	struct hmm__attached *a;
+	struct statfs sfs;
+	int fd;
+
+	if (statfs(path, &sfs) < 0 || (unsigned long)sfs.f_type != FUSE_SUPER_MAGIC)
+		return NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return NULL;
+	a = ioctl(fd, HMM_IOC_DEVICE_INFO, &info) == 0 ? calloc(1, sizeof(*a)) : NULL;
+	if (!a) {
+		close(fd);
+		return NULL;
+	}
+	/* An observer must not keep the mount busy: nothing stays open. */
+	close(fd);
+	a->observer = true;
+	a->ctl_fd = -1;
+	a->mount_dev = dev;
+	a->capacity = info.capacity;
+	a->page_size = info.page_size;
+	pthread_mutex_init(&a->lock, NULL);
+	if (hmm__client_attach(path, 0, attached_inval, a, &a->client)) {
+		pthread_mutex_destroy(&a->lock);
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+/* A grant of the file, held to hear of its changes; nothing is mapped.
+ * Context: a->lock. */
+static struct grant *observe_file(struct hmm__attached *a, struct afile *f, const char *path)
+{
+	struct grant *g = calloc(1, sizeof(*g));
+	struct stat st;
+	int fd, memfd;
+
+	if (!g)
+		return NULL;
+	g->fd = g->memfd = -1;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_dev != a->mount_dev || st.st_ino != f->ino ||
+	    hmm__client_grant(a->client, fd, &memfd, NULL, &g->id)) {
+		if (fd >= 0)
+			close(fd);
+		free(g);
+		return NULL;
+	}
+	close(memfd);
+	close(fd);
+	g->file = f;
+	g->next = a->grants;
+	a->grants = g;
+	return g;
+}
+
+void hmm__observe(const struct hmm__attached_vma *v)
+{
+	dev_t dev = makedev(v->dev_major, v->dev_minor);
+	struct hmm__attached *a;
+	struct afile *f;
+
+	if (!v->name || v->name[0] != '/' || !v->ino)
+		return;
+	pthread_mutex_lock(&observers.lock);
+	if (observers.pid != getpid())
+		forget_parents();
+	for (unsigned i = 0; i < observers.nunobserved; i++) {
+		if (observers.unobserved[i] == dev) {
+			pthread_mutex_unlock(&observers.lock);
+			return;
+		}
+	}
+	for (a = observers.list; a && a->mount_dev != dev; a = a->next)
+		;
+	if (a && !hmm__client_alive(a->client)) {
+		observer_free(a);
+		a = NULL;
+	}
+	if (!a) {
+		a = observer_new(v->name, dev);
+		if (!a) {
+			unobservable(dev);
+			pthread_mutex_unlock(&observers.lock);
+			return;
+		}
+		a->next = observers.list;
+		observers.list = a;
+	}
+	pthread_mutex_lock(&a->lock);
+	f = file_get(a, v->ino);
+	if (f && (f->grant || (f->grant = observe_file(a, f, v->name))))
+		record_vma(f, v->start, v->end, v->pgoff);
+	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_unlock(&observers.lock);
 }

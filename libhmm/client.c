@@ -280,6 +280,26 @@ size_t hmm__client_page_size(const struct hmm__client *c)
 	return c->page_size;
 }
 
+bool hmm__client_alive(struct hmm__client *c)
+{
+	bool alive;
+
+	pthread_mutex_lock(&c->reply_lock);
+	alive = !c->gone;
+	pthread_mutex_unlock(&c->reply_lock);
+	return alive;
+}
+
+void hmm__client_forget(struct hmm__client *c)
+{
+	if (!c)
+		return;
+	/* A copy made by fork(): the socket is the parent's too, and the
+	 * reader is not in this process. */
+	close(c->sock);
+	free(c);
+}
+
 void hmm__client_detach(struct hmm__client *c)
 {
 	if (!c)

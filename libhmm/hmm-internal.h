@@ -445,6 +445,11 @@ int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable,
 size_t hmm__client_page_size(const struct hmm__client *c);
 /* End the session; grants' descriptors stay valid.  NULL: nothing. */
 void hmm__client_detach(struct hmm__client *c);
+/* In a child of fork(): drop the parent's client without touching the
+ * session (its socket is shared with the parent). */
+void hmm__client_forget(struct hmm__client *c);
+/* Whether the session is still open (the daemon may have gone). */
+bool hmm__client_alive(struct hmm__client *c);
 
 /* ------------------------------------------------------------------------
  * attach.c - devices of an hmmfs mount (see the top of attach.c).
@@ -471,6 +476,13 @@ bool hmm__attached_any(void);
  */
 int hmm__attached_lookup(const void *owner, const struct hmm__attached_vma *v, uint64_t addr,
 			 size_t n, uint64_t *out);
+/*
+ * hmm__observe() - the mapping v (of a file, shared or not) is used by a
+ * mirror: if its file is on an hmmfs mount, make sure this process hears of
+ * the daemon's changes to it (see "Observers" in attach.c).
+ * Context: no libhmm lock held (the first time it talks to the daemon).
+ */
+void hmm__observe(const struct hmm__attached_vma *v);
 /* The daemon's counters of the attached device.  Return: 0, -errno. */
 int hmm__attached_stats(struct hmm__attached *a, unsigned index, struct hmm_device_stats *st);
 /* End the session and unmap the memory.  Context: no mirror of the device left. */

@@ -465,22 +465,23 @@ static int walk_vma(struct walk *w, const struct vma *v, size_t i, size_t j, siz
 	bool anon = hmm__anon_any() && !v->shared;
 	/* A shared mapping of a file that may lie on an attached device. */
 	bool attached = v->shared && v->file && hmm__attached_any();
+	struct hmm__attached_vma av = { v->start, v->end, v->pgoff, v->dev_major,
+					v->dev_minor, v->ino, v->write, v->name };
 	uint64_t on_dev[CHUNK];
 	uint8_t pg[CHUNK];
 
 	if (!v->read || v->special)
 		return fill_error(w, i, j);
+	/* A file of an hmmfs mount: hear of the daemon's changes to it. */
+	if (v->file)
+		hmm__observe(&av);
 	for (size_t c = i; c < j; c += CHUNK) {
 		size_t n = j - c < CHUNK ? j - c : CHUNK;
 		uint64_t base = range->start + ((uint64_t)c << w->page_shift);
 		int err = pages_read(w, v, base, n, pg);
 
-		if (!err && attached) {
-			struct hmm__attached_vma av = { v->start, v->end, v->pgoff, v->dev_major,
-							v->dev_minor, v->ino, v->write, v->name };
-
+		if (!err && attached)
 			err = hmm__attached_lookup(range->dev_private_owner, &av, base, n, on_dev);
-		}
 		if (err)
 			return err;
 		for (size_t k = 0; k < n; k++) {

@@ -372,3 +372,89 @@ Test(attach, device_reads_racing_migrations_never_see_a_stale_page)
 	detach(dev, m);
 	unmap_file(&f);
 }
+
+/* ---- mirrors of other devices hear of the daemon's changes too ---------- */
+
+static void embedded(struct hmm_device **dev, struct hmm_mirror **m)
+{
+	struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+					 .memory = 1 << 20, .numa_node = -1, .compute_units = 2 };
+
+	cr_assert_eq(hmm_device_create(&cfg, dev), 0);
+	cr_assert_eq(hmm_mirror_create(*dev, m), 0);
+}
+
+/*
+ * Migrate or truncate the file as another process would: through a
+ * descriptor of its own, by calls libhmm does not interpose (a fork() to
+ * run them elsewhere would itself invalidate every mirror), so that only
+ * the daemon can tell the mirror.
+ */
+static void behind_its_back(const char *rel, int dest, off_t truncate_to)
+{
+	int fd = open(mp(rel), O_RDWR);
+
+	cr_assert_geq(fd, 0);
+	if (truncate_to >= 0)
+		cr_assert_eq(ftruncate(fd, truncate_to), 0);
+	else
+		cr_assert_eq(hmm_file_migrate(fd, 0, 0, dest, NULL), 0);
+	close(fd);
+}
+
+Test(attach, an_embedded_mirror_of_a_file_hears_of_the_daemon_migrating_it)
+{
+	struct mapped_file f = map_file("emb", O_RDWR, PROT_READ | PROT_WRITE, HMM_LOC_HOST);
+	static unsigned char buf[LEN];
+	struct hmm_mirror_stats before, after;
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+
+	embedded(&dev, &m);
+	cr_assert_eq(hmm_mirror_read(m, va(f.p), buf, LEN), 0);
+	cr_assert_eq(hmm_mirror_stats(m, &before), 0);
+	cr_assert_geq(before.mapped_pages, NPAGES);
+	behind_its_back("emb", 0, -1);
+	cr_assert_eq(hmm_mirror_stats(m, &after), 0);
+	cr_assert_geq(after.pages_invalidated - before.pages_invalidated, NPAGES,
+		      "the migration took the CPU's pages: the mirror lost them first");
+	memset(buf, 0, sizeof(buf));
+	cr_assert_eq(hmm_mirror_read(m, va(f.p), buf, LEN), 0);
+	cr_assert_eq(pattern_check(buf, LEN, 0, 7), -1);
+	hmm_mirror_destroy(m);
+	cr_assert_eq(hmm_device_destroy(dev), 0);
+	unmap_file(&f);
+}
+
+struct load_args {
+	const uint64_t *p;
+	uint64_t sum;
+};
+
+/* Load one word of each page (item = page). */
+static void load_pages(struct hmm_kernel *k, void *arg)
+{
+	struct load_args *a = arg;
+	uint64_t v = hmm_ld_u64(k, &a->p[hmm_kernel_item(k) * (PAGE / sizeof(uint64_t))]);
+
+	__atomic_add_fetch(&a->sum, v, __ATOMIC_RELAXED);
+}
+
+Test(attach, a_kernel_on_a_file_truncated_behind_its_back_gets_efault_not_sigbus)
+{
+	struct mapped_file f = map_file("trunc", O_RDWR, PROT_READ | PROT_WRITE, HMM_LOC_HOST);
+	struct load_args a = { (const uint64_t *)f.p, 0 };
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+
+	embedded(&dev, &m);
+	cr_assert_eq(hmm_launch(m, NPAGES, load_pages, &a), 0, "every page mapped");
+	behind_its_back("trunc", 0, 4 * PAGE);
+	/* The pages past the end are gone from the device's page table too:
+	 * the kernel faults on them and gets -EFAULT, as a device would. */
+	cr_assert_eq(hmm_launch(m, NPAGES, load_pages, &a), -EFAULT);
+	cr_assert_eq(hmm_launch(m, 4, load_pages, &a), 0, "the first 4 pages are still there");
+	hmm_mirror_destroy(m);
+	cr_assert_eq(hmm_device_destroy(dev), 0);
+	unmap_file(&f);
+}
