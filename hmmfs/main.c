@@ -343,11 +343,10 @@ static int start_devices(void)
 	err = hmmfs_migrate_start();
 	if (err)
 		return fail("cannot start the migration thread: %s", strerror(-err));
-	if (hmmfs.ndevices) {
-		err = hmmfs_session_start();
-		if (err)
-			return fail("cannot open the control socket: %s", strerror(-err));
-	}
+	/* Also without devices: processes observe the files they mirror. */
+	err = hmmfs_session_start();
+	if (err)
+		return fail("cannot open the control socket: %s", strerror(-err));
 	return 0;
 }
 

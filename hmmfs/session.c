@@ -217,7 +217,8 @@ static void token_free(struct token *t)
 		struct token *next = t->next;
 
 		if (t->kind == TOKEN_GRANT) {
-			close(t->fd);
+			if (t->fd >= 0)
+				close(t->fd);
 			shared_put(t->inode);
 			hmmfs_inode_unpin(t->inode);
 		}
@@ -292,7 +293,7 @@ static int check_request(fuse_req_t req, uint32_t flags, uint32_t index)
 {
 	if (flags)
 		return -EINVAL;
-	if (index >= hmmfs.ndevices || !sessions.started)
+	if ((index != HMM_ATTACH_OBSERVE && index >= hmmfs.ndevices) || !sessions.started)
 		return -ENODEV;
 	return may_attach(req);
 }
@@ -370,11 +371,19 @@ void hmmfs_session_ioctl_grant(fuse_req_t req, struct hmmfs_inode *f,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fd = memory_fd(f, in->index, writable);
-	if (fd < 0) {
-		free(t);
-		fuse_reply_err(req, -fd);
-		return;
+	if (in->index == HMM_ATTACH_OBSERVE) {
+		/* No memory: the grant only makes the session hear of f. */
+		pthread_rwlock_wrlock(&f->data_lock);
+		shared_get(f);
+		pthread_rwlock_unlock(&f->data_lock);
+		fd = -1;
+	} else {
+		fd = memory_fd(f, in->index, writable);
+		if (fd < 0) {
+			free(t);
+			fuse_reply_err(req, -fd);
+			return;
+		}
 	}
 	hmmfs_inode_pin(f);
 	t->kind = TOKEN_GRANT;
@@ -385,7 +394,8 @@ void hmmfs_session_ioctl_grant(fuse_req_t req, struct hmmfs_inode *f,
 	memset(&out, 0, sizeof(out));
 	err = token_issue(req, t, out.token);
 	if (err) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		shared_put(f);
 		hmmfs_inode_unpin(f);
 		free(t);
@@ -507,7 +517,8 @@ static int session_grant(struct session *s, const struct hmm__msg *req)
 	s->grants = g;
 	pthread_mutex_unlock(&sessions.lock);
 	err = session_send(s, &reply, t->fd);
-	close(t->fd);
+	if (t->fd >= 0)
+		close(t->fd);
 	free(t);
 	/* On error the session ends, and session_end drops the grant. */
 	return err;

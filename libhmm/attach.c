@@ -35,11 +35,11 @@
  * unmap_mapping_range: a migration takes the page cache away, another
  * process truncates the file.  So the first range fault over a mapping of
  * a file of an hmmfs mount opens an observing session with the mount
- * (attached to its device 0, holding a grant of each file met, mapping
- * nothing); its invalidations reach every mirror the same way.  A mount
- * without devices, or whose attach= option refuses this user, is not
- * observed: its files' changes are not told, and a device access to a
- * page gone from the CPU faults it in again or gets -EFAULT.
+ * (HMM_ATTACH_OBSERVE: no device, a grant of each file met, nothing
+ * mapped); its invalidations reach every mirror the same way.  A mount
+ * whose attach= option refuses this user is not observed: its files'
+ * changes are not told, and a device access to a page gone from the CPU
+ * faults it in again or gets -EFAULT (a kernel's load, SIGBUS).
  *
  * Lock order: attached->lock is a leaf taken by lookups and by the
  * invalidation callback (which drops it before invalidating);
@@ -518,34 +518,27 @@ static void unobservable(dev_t dev)
 	}
 }
 
-/* An observer of the mount that path is on, or NULL if it cannot be had.
- * Context: observers.lock. */
+/* An observer of the mount that path is on, or NULL if it cannot be had
+ * (not hmmfs, or attach= refuses us).  Context: observers.lock. */
 static struct hmm__attached *observer_new(const char *path, dev_t dev)
 {
-	struct hmm_device_info info = { .index = 0 };
 	struct hmm__attached *a;
 	struct statfs sfs;
-	int fd;
 
-	if (statfs(path, &sfs) < 0 || (unsigned long)sfs.f_type != FUSE_SUPER_MAGIC)
+	/* hmmfs reports its page size as the block size. */
+	if (statfs(path, &sfs) < 0 || (unsigned long)sfs.f_type != FUSE_SUPER_MAGIC ||
+	    sfs.f_bsize <= 0)
 		return NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
+	a = calloc(1, sizeof(*a));
+	if (!a)
 		return NULL;
-	a = ioctl(fd, HMM_IOC_DEVICE_INFO, &info) == 0 ? calloc(1, sizeof(*a)) : NULL;
-	if (!a) {
-		close(fd);
-		return NULL;
-	}
 	/* An observer must not keep the mount busy: nothing stays open. */
-	close(fd);
 	a->observer = true;
 	a->ctl_fd = -1;
 	a->mount_dev = dev;
-	a->capacity = info.capacity;
-	a->page_size = info.page_size;
+	a->page_size = (size_t)sfs.f_bsize;
 	pthread_mutex_init(&a->lock, NULL);
-	if (hmm__client_attach(path, 0, attached_inval, a, &a->client)) {
+	if (hmm__client_attach(path, HMM_ATTACH_OBSERVE, attached_inval, a, &a->client)) {
 		pthread_mutex_destroy(&a->lock);
 		free(a);
 		return NULL;
@@ -559,20 +552,19 @@ static struct grant *observe_file(struct hmm__attached *a, struct afile *f, cons
 {
 	struct grant *g = calloc(1, sizeof(*g));
 	struct stat st;
-	int fd, memfd;
+	int fd;
 
 	if (!g)
 		return NULL;
 	g->fd = g->memfd = -1;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0 || st.st_dev != a->mount_dev || st.st_ino != f->ino ||
-	    hmm__client_grant(a->client, fd, &memfd, NULL, &g->id)) {
+	    hmm__client_grant(a->client, fd, NULL, NULL, &g->id)) {
 		if (fd >= 0)
 			close(fd);
 		free(g);
 		return NULL;
 	}
-	close(memfd);
 	close(fd);
 	g->file = f;
 	g->next = a->grants;

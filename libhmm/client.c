@@ -260,14 +260,18 @@ int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable,
 		err = -EPROTO;
 	if (!err)
 		err = reply.status > 0 ? -EPROTO : reply.status;
-	if (!err && mfd < 0)
+	/* Memory comes with every grant but an observer's. */
+	if (!err && (mfd < 0) != (c->index == HMM_ATTACH_OBSERVE))
 		err = -EPROTO;
 	if (err) {
 		if (mfd >= 0)
 			close(mfd);
 		return err;
 	}
-	*memfd = mfd;
+	if (memfd)
+		*memfd = mfd;
+	else if (mfd >= 0)
+		close(mfd);
 	if (writable)
 		*writable = reply.arg[2] != 0;
 	if (grant)

@@ -437,7 +437,8 @@ int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn in
  * hmm__client_grant() - the memory of the open hmmfs file fd on the
  * attached device: *memfd, read-only unless the file is open for writing
  * (*writable, if not NULL), and the grant's id (*grant, if not NULL) that
- * invalidations name.  The caller owns *memfd.
+ * invalidations name.  The caller owns *memfd.  An observer's session
+ * (index HMM_ATTACH_OBSERVE) gets no memory: memfd may be NULL.
  * Return: 0; -ENOTTY, -EACCES, -EPROTO, or another -errno.
  */
 int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable,

@@ -458,3 +458,27 @@ Test(attach, a_kernel_on_a_file_truncated_behind_its_back_gets_efault_not_sigbus
 	cr_assert_eq(hmm_device_destroy(dev), 0);
 	unmap_file(&f);
 }
+
+static void setup_no_devices(void)
+{
+	mnt_setup_opts("host_mem=64M");
+}
+
+TestSuite(attach_no_devices, .init = setup_no_devices, .fini = mnt_teardown, .timeout = 60);
+
+Test(attach_no_devices, a_kernel_on_a_file_truncated_behind_its_back_gets_efault)
+{
+	struct mapped_file f = map_file("trunc", O_RDWR, PROT_READ | PROT_WRITE, HMM_LOC_HOST);
+	struct load_args a = { (const uint64_t *)f.p, 0 };
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+
+	cr_assert_eq(hmm_device_attach(mnt.dir, 0, &dev), -ENODEV, "nothing to attach to");
+	embedded(&dev, &m);
+	cr_assert_eq(hmm_launch(m, NPAGES, load_pages, &a), 0);
+	behind_its_back("trunc", 0, 4 * PAGE);
+	cr_assert_eq(hmm_launch(m, NPAGES, load_pages, &a), -EFAULT);
+	hmm_mirror_destroy(m);
+	cr_assert_eq(hmm_device_destroy(dev), 0);
+	unmap_file(&f);
+}

@@ -632,3 +632,49 @@ Test(session, files_nobody_was_granted_are_not_held_up)
 	close(other);
 	unwatch(&x);
 }
+
+static void note_inval(void *arg, uint64_t grant, uint64_t first, uint64_t last)
+{
+	volatile uint64_t *seen = arg;
+
+	(void)grant;
+	seen[0]++;
+	seen[1] = first;
+	seen[2] = last;
+}
+
+static void setup_no_devices(void)
+{
+	mnt_setup_opts("host_mem=64M");
+}
+
+TestSuite(session_observe, .init = setup_no_devices, .fini = mnt_teardown, .timeout = 60);
+
+Test(session_observe, an_observer_without_devices_hears_of_truncation_and_gets_no_memory)
+{
+	volatile uint64_t seen[3] = { 0 };
+	struct hmm_device_pages *dp = calloc(1, sizeof(*dp));
+	struct hmm__client *c;
+	int fd = file_on("obs", HMM_LOC_HOST, O_RDWR), memfd = -1;
+	struct hmm_attach a = { .index = 0 };
+
+	/* No device to attach to, but one can observe. */
+	expect_ioctl_fails(fd, HMM_IOC_ATTACH, &a, ENODEV);
+	cr_assert_eq(hmm__client_attach(mnt.dir, HMM_ATTACH_OBSERVE, note_inval, (void *)seen,
+					&c), 0);
+	cr_assert_eq(hmm__client_grant(c, fd, &memfd, NULL, NULL), 0);
+	cr_assert_eq(memfd, -1, "an observer gets no memory");
+	dp->index = HMM_ATTACH_OBSERVE;
+	dp->count = 1;
+	expect_ioctl_fails(fd, HMM_IOC_DEVICE_PAGES, dp, ENODEV);
+	/* Host pages taken away are told too: the observer may map them. */
+	cr_assert_eq(ftruncate(fd, 4 * PAGE), 0);
+	cr_assert_eq(seen[0], 1);
+	cr_assert_eq(seen[1], 4);
+	/* Writes in place take nothing away: nothing is told. */
+	write_pattern(fd, 0, PAGE, 9);
+	cr_assert_eq(seen[0], 1);
+	hmm__client_detach(c);
+	close(fd);
+	free(dp);
+}

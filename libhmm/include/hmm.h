@@ -217,10 +217,17 @@ struct hmm_file_stat {
 #define HMM_TOKEN_WORDS 2
 /** HMM_SOCKET_NAME_MAX - bytes of a control socket's name, its NUL included. */
 #define HMM_SOCKET_NAME_MAX 64
+/**
+ * HMM_ATTACH_OBSERVE - the index, for HMM_IOC_ATTACH and HMM_IOC_GRANT, of
+ * no device: a session that only hears of the daemon's changes to the
+ * files it was granted (their invalidations), with no device memory; it
+ * works on a mount without devices too.
+ */
+#define HMM_ATTACH_OBSERVE UINT32_MAX
 
 /**
  * struct hmm_attach - HMM_IOC_ATTACH: ask to attach to a device.
- * @index: in; the device.
+ * @index: in; the device, or HMM_ATTACH_OBSERVE.
  * @flags: in; must be 0.
  * @token: out; to present on the socket, once, within 10 seconds, by the
  *         same process (the daemon checks its uid and process id).
@@ -239,7 +246,8 @@ struct hmm_attach {
 
 /**
  * struct hmm_grant - HMM_IOC_GRANT: ask for an open file's memory on a device.
- * @index: in; the device.
+ * @index: in; the device, or HMM_ATTACH_OBSERVE: only hear of the file's
+ *         changes (the session then gets no descriptor).
  * @flags: in; must be 0.
  * @writable: out; 1 if the descriptor will be writable (the file is open
  *            for writing), else 0.
