@@ -80,7 +80,9 @@ struct grant {
 	int fd, memfd;
 	bool writable;
 	char *window;
-	size_t window_len, mapped;
+	size_t window_len;
+	size_t mapped;          /* bytes of the window mapped; written under the
+				 * attachment's lock, read without it (atomic) */
 };
 
 struct afile {
@@ -202,7 +204,8 @@ static int grow(struct grant *g)
 		 (off_t)g->mapped);
 	if (m == MAP_FAILED)
 		return -errno;
-	g->mapped = size;
+	/* Read without the lock by lookups: published once mapped. */
+	__atomic_store_n(&g->mapped, size, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -333,11 +336,11 @@ int hmm__attached_lookup(const void *owner, const struct hmm__attached_vma *v, u
 			if (where == HMM_DEVICE_PAGE_ABSENT)
 				continue;
 			where += o % mps;
-			if (where + sys > g->mapped) {
+			if (where + sys > __atomic_load_n(&g->mapped, __ATOMIC_ACQUIRE)) {
 				pthread_mutex_lock(&a->lock);
 				grow(g);
 				pthread_mutex_unlock(&a->lock);
-				if (where + sys > g->mapped)
+				if (where + sys > __atomic_load_n(&g->mapped, __ATOMIC_ACQUIRE))
 					continue; /* beyond what can be mapped: fault it back */
 			}
 			out[k] = HMM_PFN_VALID | ((uint64_t)(uintptr_t)(g->window + where) >> 12);
