@@ -17,6 +17,8 @@
  * pointers, reading A and B where they are, in its own memory: no page
  * comes back to host RAM.  Prints the checksum and the file's counters.
  *
+ * The device kernel is in matmul_kernel.h, next to this file.
+ *
  * Build: cc matmul.c $(pkg-config --cflags --libs libhmm)
  */
 #include <errno.h>
@@ -30,60 +32,11 @@
 
 #include <hmm.h>
 
+#include "matmul_kernel.h"
+
 #define N 128
 #define PAGE 4096u
 #define BYTES ((size_t)N * N * sizeof(double))
-
-struct operands {
-	const double *a, *b;
-	double *c;
-};
-
-/* Row i of C = row i of A times B, with plain loads and stores. */
-static void row_product(const double *row, const double *b, double *c)
-{
-	for (unsigned j = 0; j < N; j++) {
-		double sum = 0;
-
-		for (unsigned x = 0; x < N; x++)
-			sum += row[x] * b[x * N + j];
-		c[j] = sum;
-	}
-}
-
-/*
- * One work item per row of C.  The fast way: map the row of A, all of B and
- * the row of C for direct use (hmm_kernel_map), at the speed of CPU code.
- * A span the device sees in scattered pieces (-ERANGE: B moved page by page
- * into device memory) is read element by element through the device's
- * translation instead.
- */
-static void matmul_row(struct hmm_kernel *k, void *arg)
-{
-	struct operands *o = arg;
-	uint64_t i = hmm_kernel_item(k);
-	struct hmm_kernel_span sp[3] = {
-		{ (void *)&o->a[i * N], N * sizeof(double), false, NULL },
-		{ (void *)o->b, BYTES, false, NULL },
-		{ &o->c[i * N], N * sizeof(double), true, NULL },
-	};
-	double row[N];
-	int err = hmm_kernel_map(k, sp, 3);
-
-	if (!err) {
-		row_product(sp[0].addr, sp[1].addr, sp[2].addr);
-		return;
-	}
-	if (err != -ERANGE || hmm_kernel_read(k, &o->a[i * N], row, sizeof(row)))
-		return; /* the launch stops with the error */
-	for (unsigned j = 0; j < N; j++) {
-		double sum = 0;
-
-		for (unsigned x = 0; x < N; x++)
-			sum += row[x] * hmm_ld_f64(k, &o->b[x * N + j]);
-		hmm_st_f64(k, &o->c[i * N + j], sum);
-	}
-}
 
 static double checksum(const double *c)
 {
@@ -135,7 +88,7 @@ static int in_file(const char *dir, const double *a, const double *b, const doub
 	struct hmm_file_stat fs;
 	struct hmm_device *dev;
 	struct hmm_mirror *m;
-	struct operands o;
+	struct matmul_operands o;
 	double *f;
 	int fd;
 
@@ -158,7 +111,7 @@ static int in_file(const char *dir, const double *a, const double *b, const doub
 	       (unsigned long long)(fs.device_bytes[0] >> 10));
 	check(hmm_device_attach(dir, 0, &dev), "attach to the mount's device 0");
 	check(hmm_mirror_create(dev, &m), "mirror of the mount's device 0");
-	o = (struct operands){ f, f + N * N, f + 2 * N * N };
+	o = (struct matmul_operands){ f, f + N * N, f + 2 * N * N, N };
 	check(hmm_launch(m, N, matmul_row, &o), "launch on the hmmfs file");
 	check(hmm_file_stat(fd, &fs), "file counters");
 	printf("hmmfs file: %llu KiB on device 0 after the launch, %llu pages brought back\n",
@@ -183,7 +136,7 @@ int main(int argc, char **argv)
 	struct hmm_device_stats ds;
 	struct hmm_device *dev;
 	struct hmm_mirror *m;
-	struct operands o;
+	struct matmul_operands o;
 	double s1, s2;
 	bool same;
 
@@ -204,7 +157,7 @@ int main(int argc, char **argv)
 	check(hmm_migrate_to_device(dev, da, BYTES, NULL), "copy A to the device");
 	check(hmm_migrate_to_device(dev, db, BYTES, NULL), "copy B to the device");
 	check(hmm_migrate_to_device(dev, dc, BYTES, NULL), "allocate C on the device");
-	o = (struct operands){ da, db, dc };
+	o = (struct matmul_operands){ da, db, dc, N };
 	check(hmm_launch(m, N, matmul_row, &o), "launch on device buffers");
 	check(hmm_migrate_to_ram(dc, BYTES, NULL), "copy C back");
 	memcpy(c1, dc, BYTES);
@@ -215,7 +168,7 @@ int main(int argc, char **argv)
 	/* 2. The plain pointers. */
 	hmm_mirror_stats(m, &st);
 	hmm_device_stats(dev, &ds);
-	o = (struct operands){ a, b, c2 };
+	o = (struct matmul_operands){ a, b, c2, N };
 	check(hmm_launch(m, N, matmul_row, &o), "launch on malloc'd memory");
 	s2 = checksum(c2);
 	printf("plain malloc'd pointers: checksum %.0f\n", s2);

@@ -54,6 +54,7 @@
 
 #include "bench_common.h"
 #include "bench_hmm.h"
+#include "../../examples/matmul_kernel.h"
 
 const char *const bench_prog = "bench_mirror";
 
@@ -64,7 +65,6 @@ const char *const bench_prog = "bench_mirror";
  * one measured as unmirrored.
  */
 #define TAIL ((size_t)2 << 20)
-#define MAX_N 1024
 
 void usage(FILE *out)
 {
@@ -247,73 +247,17 @@ static double unmap(struct hmm_mirror *m, void *p, size_t len, uint64_t mapped)
 	return t0;
 }
 
-/* -- the matrix product of examples/matmul.c, n at run time */
-
-struct matmul {
-	const double *a, *b;
-	double *c;
-	unsigned n;
-};
-
-/* The example's fallback: typed accesses, one work item per row of C. */
-static void matmul_row_typed(struct hmm_kernel *k, void *arg)
-{
-	struct matmul *o = arg;
-	uint64_t i = hmm_kernel_item(k);
-	unsigned n = o->n;
-	double row[MAX_N];
-
-	if (hmm_kernel_read(k, &o->a[i * n], row, n * sizeof(double)))
-		return;
-	for (unsigned j = 0; j < n; j++) {
-		double sum = 0;
-
-		for (unsigned x = 0; x < n; x++)
-			sum += row[x] * hmm_ld_f64(k, &o->b[x * n + j]);
-		hmm_st_f64(k, &o->c[i * n + j], sum);
-	}
-}
-
-/* The same loop with plain loads and stores: a row of C from a row of A and B. */
-static void row_product(const double *row, const double *b, double *c, unsigned n)
-{
-	for (unsigned j = 0; j < n; j++) {
-		double sum = 0;
-
-		for (unsigned x = 0; x < n; x++)
-			sum += row[x] * b[x * n + j];
-		c[j] = sum;
-	}
-}
-
-/* The example's kernel: map the spans, or fall back to typed accesses. */
-static void matmul_row_mapped(struct hmm_kernel *k, void *arg)
-{
-	struct matmul *o = arg;
-	uint64_t i = hmm_kernel_item(k);
-	size_t n = o->n;
-	struct hmm_kernel_span sp[3] = {
-		{ (void *)&o->a[i * n], n * sizeof(double), false, NULL },
-		{ (void *)o->b, n * n * sizeof(double), false, NULL },
-		{ &o->c[i * n], n * sizeof(double), true, NULL },
-	};
-	int err = hmm_kernel_map(k, sp, 3);
-
-	if (!err)
-		row_product(sp[0].addr, sp[1].addr, sp[2].addr, o->n);
-	else if (err == -ERANGE)
-		matmul_row_typed(k, arg);
-}
+/* -- the matrix product of examples/matmul.c (its kernel, matmul_kernel.h), n at run time */
 
 /* Thread t of nt: its rows, the row of A copied first as the kernel reads it. */
 static void cpu_matmul(void *arg, unsigned t, unsigned nt)
 {
-	struct matmul *o = arg;
-	double row[MAX_N];
+	struct matmul_operands *o = arg;
+	double row[MATMUL_MAX_N];
 
 	for (size_t i = (size_t)o->n * t / nt; i < (size_t)o->n * (t + 1) / nt; i++) {
 		memcpy(row, &o->a[i * o->n], o->n * sizeof(double));
-		row_product(row, o->b, &o->c[i * o->n], o->n);
+		matmul_row_product(row, o->b, &o->c[i * o->n], o->n);
 	}
 }
 
@@ -336,7 +280,7 @@ int main(int argc, char **argv)
 	double mm_cpu[MAX_REPS], mm_typed[MAX_REPS], mm_mapped[MAX_REPS];
 	size_t mib = 1024, len, npages;
 	unsigned units = 2, n = 256;
-	struct matmul cpu_mm, typed_mm, mapped_mm;
+	struct matmul_operands cpu_mm, typed_mm, mapped_mm;
 	struct hmm_device *dev;
 	struct hmm_mirror *m;
 	uint64_t *pfns, *words;
@@ -348,7 +292,7 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'm': mib = (size_t)parse_count(optarg, "-m", 1, 16384); break;
 		case 'u': units = (unsigned)parse_count(optarg, "-u", 1, HMM_MAX_COMPUTE_UNITS); break;
-		case 'n': n = (unsigned)parse_count(optarg, "-n", 16, MAX_N); break;
+		case 'n': n = (unsigned)parse_count(optarg, "-n", 16, MATMUL_MAX_N); break;
 		default: common_option(opt, optarg, &reps, &verbose); break;
 		}
 	}
@@ -362,9 +306,9 @@ int main(int argc, char **argv)
 	memset(pfns, 0, npages * sizeof(*pfns));
 	memset(words, 0, npages * sizeof(*words));
 
-	cpu_mm = (struct matmul){ matrix(n), matrix(n), matrix(n), n };
-	typed_mm = (struct matmul){ cpu_mm.a, cpu_mm.b, matrix(n), n };
-	mapped_mm = (struct matmul){ cpu_mm.a, cpu_mm.b, matrix(n), n };
+	cpu_mm = (struct matmul_operands){ matrix(n), matrix(n), matrix(n), n };
+	typed_mm = (struct matmul_operands){ cpu_mm.a, cpu_mm.b, matrix(n), n };
+	mapped_mm = (struct matmul_operands){ cpu_mm.a, cpu_mm.b, matrix(n), n };
 	for (size_t i = 0; i < n; i++) {
 		for (size_t j = 0; j < n; j++) {
 			((double *)cpu_mm.a)[i * n + j] = (double)((i + j) % 7);
@@ -373,7 +317,7 @@ int main(int argc, char **argv)
 	}
 	/* Warm: every page of the matrices mapped by the device. */
 	time_launch(m, n, matmul_row_typed, &typed_mm);
-	time_launch(m, n, matmul_row_mapped, &mapped_mm);
+	time_launch(m, n, matmul_row, &mapped_mm);
 
 	for (int r = 0; r < reps; r++) {
 		struct touch cpu = { map_anon(len + TAIL), npages };
@@ -443,7 +387,7 @@ int main(int argc, char **argv)
 			switch ((r + k) % 3) {
 			case 0: mm_cpu[r] = time_threads(units, cpu_matmul, &cpu_mm); break;
 			case 1: mm_typed[r] = time_launch(m, n, matmul_row_typed, &typed_mm); break;
-			case 2: mm_mapped[r] = time_launch(m, n, matmul_row_mapped, &mapped_mm); break;
+			case 2: mm_mapped[r] = time_launch(m, n, matmul_row, &mapped_mm); break;
 			}
 		}
 		if (memcmp(cpu_mm.c, typed_mm.c, (size_t)n * n * sizeof(double)) ||

@@ -37,7 +37,7 @@ tests_bench_bench_anon_SOURCES = tests/bench/bench_anon.c tests/bench/bench_comm
 tests_bench_bench_anon_LDADD = libhmm/libhmm.la
 tests_bench_bench_anon_LDFLAGS = $(AM_LDFLAGS) -no-install
 
-tests_bench_bench_mirror_SOURCES = tests/bench/bench_mirror.c tests/bench/bench_common.c \
+tests_bench_bench_mirror_SOURCES = tests/bench/bench_mirror.c tests/bench/bench_common.c examples/matmul_kernel.h \
 	tests/bench/bench_common.h tests/bench/bench_hmm.c tests/bench/bench_hmm.h
 tests_bench_bench_mirror_LDADD = libhmm/libhmm.la
 tests_bench_bench_mirror_LDFLAGS = $(AM_LDFLAGS) -no-install
