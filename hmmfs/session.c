@@ -323,15 +323,25 @@ void hmmfs_session_ioctl_attach(fuse_req_t req, const struct hmm_attach *in)
 	fuse_reply_ioctl(req, 0, &out, sizeof(out));
 }
 
-/* A descriptor of the file's memory on device k, read-only unless
- * writable.  Return: the descriptor, or -errno. */
-static int memory_fd(struct hmmfs_inode *f, unsigned k, bool writable)
+/*
+ * Share f with a session: *fd gets a descriptor of its memory on device k,
+ * read-only unless writable, or -1 for an observer (k is
+ * HMM_ATTACH_OBSERVE: no memory, only the file's invalidations).
+ * Return: 0, or -errno.
+ */
+static int share(struct hmmfs_inode *f, unsigned k, bool writable, int *fd)
 {
 	struct hmm__pool_owner **slot;
 	char path[64];
-	int fd, err = 0;
+	int err = 0;
 
 	pthread_rwlock_wrlock(&f->data_lock);
+	*fd = -1;
+	if (k == HMM_ATTACH_OBSERVE) {
+		shared_get(f); /* see below */
+		pthread_rwlock_unlock(&f->data_lock);
+		return 0;
+	}
 	slot = hmmfs_pages_devmem(f, (int)k);
 	if (!slot)
 		err = -ENOMEM;
@@ -342,13 +352,14 @@ static int memory_fd(struct hmmfs_inode *f, unsigned k, bool writable)
 		return err;
 	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", hmm__pool_owner_fd(*slot));
-	fd = writable ? fcntl(hmm__pool_owner_fd(*slot), F_DUPFD_CLOEXEC, 0)
-		      : open(path, O_RDONLY | O_CLOEXEC);
-	err = fd < 0 ? -errno : fd;
+	*fd = writable ? fcntl(hmm__pool_owner_fd(*slot), F_DUPFD_CLOEXEC, 0)
+		       : open(path, O_RDONLY | O_CLOEXEC);
 	/* Counted under data_lock: a change that finds no sharing under it
-	 * knows that nobody can have this memory's pages mapped. */
-	if (fd >= 0)
+	 * knows that nobody can have this file's pages mapped. */
+	if (*fd >= 0)
 		shared_get(f);
+	else
+		err = -errno;
 	pthread_rwlock_unlock(&f->data_lock);
 	return err;
 }
@@ -371,19 +382,11 @@ void hmmfs_session_ioctl_grant(fuse_req_t req, struct hmmfs_inode *f,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (in->index == HMM_ATTACH_OBSERVE) {
-		/* No memory: the grant only makes the session hear of f. */
-		pthread_rwlock_wrlock(&f->data_lock);
-		shared_get(f);
-		pthread_rwlock_unlock(&f->data_lock);
-		fd = -1;
-	} else {
-		fd = memory_fd(f, in->index, writable);
-		if (fd < 0) {
-			free(t);
-			fuse_reply_err(req, -fd);
-			return;
-		}
+	err = share(f, in->index, writable, &fd);
+	if (err) {
+		free(t);
+		fuse_reply_err(req, -err);
+		return;
 	}
 	hmmfs_inode_pin(f);
 	t->kind = TOKEN_GRANT;
@@ -450,44 +453,27 @@ void hmmfs_session_ioctl_device_pages(fuse_req_t req, struct hmmfs_inode *f,
 }
 
 /* Send one message, with a descriptor if fd >= 0.  Return: 0, -errno. */
+/* Send one message, with a descriptor if fd >= 0.  Return: 0, -errno. */
 static int session_send(struct session *s, const struct hmm__msg *msg, int fd)
 {
-	struct iovec iov = { (void *)msg, sizeof(*msg) };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t n;
+	int err;
 
-	if (fd >= 0) {
-		struct cmsghdr *c;
-
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
 	pthread_mutex_lock(&s->send_lock);
-	do
-		n = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
+	err = hmm__msg_send(s->fd, msg, fd);
 	pthread_mutex_unlock(&s->send_lock);
-	return n == (ssize_t)sizeof(*msg) ? 0 : n < 0 ? -errno : -EIO;
+	return err;
 }
 
+/* One message from the client; it has no descriptor to send us. */
 static int session_recv(struct session *s, struct hmm__msg *msg)
 {
-	ssize_t n;
+	int fd, err = hmm__msg_recv(s->fd, msg, &fd);
 
-	do
-		n = recv(s->fd, msg, sizeof(*msg), 0);
-	while (n < 0 && errno == EINTR);
-	return n == (ssize_t)sizeof(*msg) ? 0 : n < 0 ? -errno : -EPROTO;
+	if (fd >= 0) {
+		close(fd);
+		err = -EPROTO;
+	}
+	return err;
 }
 
 /* Redeem a grant token in session s and send the memory. */
@@ -546,7 +532,7 @@ static int session_hello(struct session *s)
 	reply.status = err;
 	reply.arg[0] = hmmfs.page_size;
 	reply.arg[1] = hmmfs.ndevices;
-	if (err != -EPROTO)
+	if (err != -EPROTO && err != -ECONNRESET) /* someone to answer */
 		session_send(s, &reply, -1);
 	return err;
 }
@@ -675,20 +661,17 @@ struct target {
 static void send_inval(struct target *t, uint64_t first, uint64_t last)
 {
 	struct hmm__msg msg = { .type = HMM__MSG_INVAL };
-	struct iovec iov = { &msg, sizeof(msg) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t n;
+	int err;
 
 	msg.arg[0] = t->grant;
 	msg.arg[1] = first;
 	msg.arg[2] = last;
+	/* Numbered and sent under one lock: INVALs go out in order. */
 	pthread_mutex_lock(&t->s->send_lock);
 	msg.seq = t->seq = ++t->s->inval_sent;
-	do
-		n = sendmsg(t->s->fd, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
+	err = hmm__msg_send(t->s->fd, &msg, -1);
 	pthread_mutex_unlock(&t->s->send_lock);
-	if (n != (ssize_t)sizeof(msg))
+	if (err)
 		shutdown(t->s->fd, SHUT_RDWR);
 }
 

@@ -46,18 +46,35 @@ struct hmm__client {
 	bool gone;              /* the connection ended */
 };
 
-static int send_msg(int sock, const struct hmm__msg *msg)
+int hmm__msg_send(int sock, const struct hmm__msg *msg, int fd)
 {
+	struct iovec iov = { (void *)msg, sizeof(*msg) };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t n;
 
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = sizeof(u.buf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
 	do
-		n = send(sock, msg, sizeof(*msg), MSG_NOSIGNAL);
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	return n == (ssize_t)sizeof(*msg) ? 0 : n < 0 ? -errno : -EIO;
 }
 
-/* One message, and the descriptor that came with it (-1 if none). */
-static int recv_msg(int sock, struct hmm__msg *msg, int *fd)
+int hmm__msg_recv(int sock, struct hmm__msg *msg, int *fd)
 {
 	struct iovec iov = { msg, sizeof(*msg) };
 	union {
@@ -113,7 +130,7 @@ static int client_send(struct hmm__client *c, const struct hmm__msg *msg)
 	int err;
 
 	pthread_mutex_lock(&c->send_lock);
-	err = send_msg(c->sock, msg);
+	err = hmm__msg_send(c->sock, msg, -1);
 	pthread_mutex_unlock(&c->send_lock);
 	return err;
 }
@@ -124,7 +141,7 @@ static void *reader_main(void *arg)
 	struct hmm__msg msg;
 	int fd;
 
-	while (recv_msg(c->sock, &msg, &fd) == 0) {
+	while (hmm__msg_recv(c->sock, &msg, &fd) == 0) {
 		if (msg.type == HMM__MSG_INVAL && fd < 0) {
 			struct hmm__msg ack = { .type = HMM__MSG_ACK, .seq = msg.seq };
 
@@ -200,9 +217,9 @@ int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn in
 	if (sock < 0)
 		return sock;
 	memcpy(hello.token, a.token, sizeof(hello.token));
-	err = send_msg(sock, &hello);
+	err = hmm__msg_send(sock, &hello, -1);
 	if (!err)
-		err = recv_msg(sock, &welcome, &mfd);
+		err = hmm__msg_recv(sock, &welcome, &mfd);
 	if (!err && mfd >= 0) {
 		close(mfd);
 		err = -EPROTO;

@@ -412,6 +412,14 @@ struct hmm__msg {
 	uint64_t arg[3];
 };
 
+/* Send one message, with descriptor fd as SCM_RIGHTS if fd >= 0; both ends
+ * (client.c, hmmfs/session.c) use these.  Return: 0, -errno, -EIO (short). */
+int hmm__msg_send(int sock, const struct hmm__msg *msg, int fd);
+/* Receive one message and the descriptor that came with it (*fd, else -1,
+ * close-on-exec).  Return: 0, -errno, -ECONNRESET (closed), -EPROTO (not
+ * one whole message; no descriptor kept). */
+int hmm__msg_recv(int sock, struct hmm__msg *msg, int *fd);
+
 /* ------------------------------------------------------------------------
  * client.c - a session with an hmmfs daemon's device (the other side of
  * the protocol above).
