@@ -199,9 +199,9 @@ static int grow(struct grant *g)
 		size = g->window_len;
 	if (size <= g->mapped)
 		return 0;
-	m = mmap(g->window + g->mapped, size - g->mapped,
-		 PROT_READ | (g->writable ? PROT_WRITE : 0), MAP_SHARED | MAP_FIXED, g->memfd,
-		 (off_t)g->mapped);
+	m = hmm__sys_mmap(g->window + g->mapped, size - g->mapped,
+			  PROT_READ | (g->writable ? PROT_WRITE : 0), MAP_SHARED | MAP_FIXED,
+			  g->memfd, (off_t)g->mapped);
 	if (m == MAP_FAILED)
 		return -errno;
 	/* Read without the lock by lookups: published once mapped. */
@@ -212,7 +212,7 @@ static int grow(struct grant *g)
 static void grant_free(struct grant *g)
 {
 	if (g->window)
-		munmap(g->window, g->window_len);
+		hmm__sys_munmap(g->window, g->window_len);
 	if (g->memfd >= 0)
 		close(g->memfd);
 	if (g->fd >= 0)
@@ -244,8 +244,8 @@ static struct grant *grant_new(struct hmm__attached *a, struct afile *f, const c
 		goto fail;
 	g->window_len = (size_t)((a->capacity + WINDOW_SLACK + ((2u << 20) - 1)) &
 				 ~(uint64_t)((2u << 20) - 1));
-	g->window = mmap(NULL, g->window_len, PROT_NONE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	g->window = hmm__sys_mmap(NULL, g->window_len, PROT_NONE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (g->window == MAP_FAILED) {
 		g->window = NULL;
 		goto fail;

@@ -132,11 +132,7 @@ static __thread bool on_server;
 
 static uint64_t page_size(void)
 {
-	static uint64_t ps;
-
-	if (!ps)
-		ps = (uint64_t)sysconf(_SC_PAGESIZE);
-	return ps;
+	return hmm__sys_page_size();
 }
 
 /* Keep a fault word for later.  Return: false if memory ran out. */

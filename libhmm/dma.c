@@ -224,7 +224,9 @@ static uint64_t copy_throttled(const struct hmm__dma *dma, const struct job *job
 
 			if (dma->bw && n > dma->slice - unpaced)
 				n = dma->slice - unpaced;
+			HMM_TSAN_IGNORE_BEGIN(); /* DMA */
 			memcpy((char *)s->dst + off, (const char *)s->src + off, n);
+			HMM_TSAN_IGNORE_END();
 			off += n;
 			done += n;
 			unpaced += n;
@@ -267,9 +269,11 @@ static void run_job(struct engine *e, const struct job *job)
 	if (dma->bw || dma->latency_ns) {
 		t = copy_throttled(dma, job, start);
 	} else {
+		HMM_TSAN_IGNORE_BEGIN(); /* DMA */
 		for (size_t i = 0; i < job->nseg; i++)
 			if (job->seg[i].len)
 				memcpy(job->seg[i].dst, job->seg[i].src, job->seg[i].len);
+		HMM_TSAN_IGNORE_END();
 		t = now_ns();
 	}
 
@@ -594,8 +598,10 @@ int hmm__dma_submit(struct hmm__dma *dma, const struct hmm__dma_copy *copies,
 					      dma->nengines];
 		uint64_t start = now_ns(), t;
 
+		HMM_TSAN_IGNORE_BEGIN(); /* DMA */
 		for (size_t i = 0; i < n; i++)
 			memcpy(copies[i].dst, copies[i].src, copies[i].len);
+		HMM_TSAN_IGNORE_END();
 		t = now_ns();
 		account(e, n, total, t - start);
 		return 0; /* nothing pending: the fence is already complete */

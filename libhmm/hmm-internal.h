@@ -36,6 +36,68 @@
 #define HMM_ASSERT(x) ((void)0)
 #endif
 
+/*
+ * libhmm's own memory (pools, grant windows) is no program's: changing its
+ * mappings must not go through libhmm.so's interposed mmap, munmap and
+ * madvise (invalidate.c), whose invalidations call notifiers that take
+ * locks, while the caller may hold a leaf lock such as a pool's.  Nor
+ * through a sanitizer's interceptors, which end in those same wrappers.
+ * These are the system calls themselves.
+ */
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static inline void *hmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd,
+				  off_t off)
+{
+	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
+
+static inline int hmm__sys_munmap(void *addr, size_t len)
+{
+	return (int)syscall(SYS_munmap, addr, len);
+}
+
+static inline int hmm__sys_madvise(void *addr, size_t len, int advice)
+{
+	return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
+/* The system's page size, read once; any thread may be first. */
+static inline uint64_t hmm__sys_page_size(void)
+{
+	static uint64_t ps;
+	uint64_t v = __atomic_load_n(&ps, __ATOMIC_RELAXED);
+
+	if (!v) {
+		v = (uint64_t)sysconf(_SC_PAGESIZE);
+		__atomic_store_n(&ps, v, __ATOMIC_RELAXED);
+	}
+	return v;
+}
+
+/*
+ * ThreadSanitizer sees the CPU threads' locks, atomics and accesses.  It
+ * does not see a device's accesses as a device's (DMA, which TSan never
+ * sees on real hardware: its ordering is the invalidation protocol's), nor
+ * page protections as ordering (a thread that reads memory after
+ * write-protecting it with userfaultfd comes after every write to it).  So
+ * a device's own accesses to memory (kernels' loads and stores, a mirror's
+ * reads and writes, DMA copies), and reads ordered by a protection, are
+ * bracketed by these: TSan ignores the accesses of the calling thread in
+ * between.  Nothing in other builds.
+ */
+#if defined(__SANITIZE_THREAD__)
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+#define HMM_TSAN_IGNORE_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define HMM_TSAN_IGNORE_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
+#else
+#define HMM_TSAN_IGNORE_BEGIN() ((void)0)
+#define HMM_TSAN_IGNORE_END() ((void)0)
+#endif
+
 /* ------------------------------------------------------------------------
  * radix.c - a sparse map from a 64-bit index to a non-NULL pointer.
  *

@@ -99,11 +99,7 @@ static void resolve(void)
 
 static uint64_t page_mask(void)
 {
-	static uint64_t mask;
-
-	if (!mask)
-		mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
-	return mask;
+	return hmm__sys_page_size() - 1;
 }
 
 /*

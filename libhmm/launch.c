@@ -365,10 +365,12 @@ static int kernel_access(struct hmm_kernel *k, uint64_t va, void *buf, size_t le
 			chunk = len;
 		mem = fast_translate(cu, m, va, write);
 		if (__builtin_expect(mem != NULL, 1)) {
+			HMM_TSAN_IGNORE_BEGIN(); /* the device's access */
 			if (write)
 				memcpy(mem, buf, chunk);
 			else
 				memcpy(buf, mem, chunk);
+			HMM_TSAN_IGNORE_END();
 			buf = (char *)buf + chunk;
 			va += chunk;
 			len -= chunk;
@@ -467,8 +469,12 @@ HMM_EXPORT int hmm_kernel_write(struct hmm_kernel *k, void *ptr, const void *buf
                                                                                    \
 		if (__builtin_expect(!__atomic_load_n(&k->l->err, __ATOMIC_RELAXED), 1) && \
 		    (mem = fast_translate(k->cu, k->cu->mirror, (uint64_t)(uintptr_t)p, \
-					  false)))                                 \
-			return *(const type *)mem;                                 \
+					  false))) {                               \
+			HMM_TSAN_IGNORE_BEGIN(); /* the device's access */        \
+			v = *(const type *)mem;                                    \
+			HMM_TSAN_IGNORE_END();                                     \
+			return v;                                                  \
+		}                                                                  \
 		kernel_access(k, (uint64_t)(uintptr_t)p, &v, sizeof(v), false);   \
 		return v;                                                          \
 	}                                                                          \
@@ -479,7 +485,9 @@ HMM_EXPORT int hmm_kernel_write(struct hmm_kernel *k, void *ptr, const void *buf
 		if (__builtin_expect(!__atomic_load_n(&k->l->err, __ATOMIC_RELAXED), 1) && \
 		    (mem = fast_translate(k->cu, k->cu->mirror, (uint64_t)(uintptr_t)p, \
 					  true))) {                                \
+			HMM_TSAN_IGNORE_BEGIN(); /* the device's access */        \
 			*(type *)mem = v;                                          \
+			HMM_TSAN_IGNORE_END();                                     \
 			return;                                                    \
 		}                                                                  \
 		kernel_access(k, (uint64_t)(uintptr_t)p, &v, sizeof(v), true);     \

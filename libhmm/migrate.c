@@ -92,11 +92,7 @@ static __thread bool serving_cpu_fault;
 
 static uint64_t page_size(void)
 {
-	static uint64_t ps;
-
-	if (!ps)
-		ps = (uint64_t)sysconf(_SC_PAGESIZE);
-	return ps;
+	return hmm__sys_page_size();
 }
 
 /* An all-zero page: the source for holes. */
@@ -337,8 +333,8 @@ static int zap_run(uint64_t start, uint64_t end)
 	/* Ours, bracketed by the caller: its REMOVE event must not come back
 	 * as an HMM_NOTIFY_CLEAR that kills the pages being moved. */
 	int own = hmm__cpufault_own_begin(start, end);
-	int ret = (int)syscall(SYS_madvise, (void *)(uintptr_t)start, (size_t)(end - start),
-			       MADV_DONTNEED);
+	int ret = hmm__sys_madvise((void *)(uintptr_t)start, (size_t)(end - start),
+				   MADV_DONTNEED);
 
 	hmm__cpufault_own_end(own);
 	return ret;
@@ -842,9 +838,12 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 		for (uint64_t i = 0; i < n && !err; i++)
 			if (mine[i])
 				err = hmm__cpufault_protect(start + i * ps, start + (i + 1) * ps, true);
+		/* Write-protected: program threads' writes all came before. */
+		HMM_TSAN_IGNORE_BEGIN();
 		for (uint64_t i = 0; i < n && !err; i++)
 			if (mine[i])
 				memcpy(copies[i], (void *)(uintptr_t)(start + i * ps), ps);
+		HMM_TSAN_IGNORE_END();
 	}
 	pthread_mutex_lock(&anon.lock);
 	for (uint64_t i = 0; i < n; i++) {

@@ -331,12 +331,14 @@ static size_t copy(const struct iovec *seg, size_t nseg, char *bounce, size_t to
 			return 0;
 		/* Not allowed here (seccomp): the plain copy, as without the source. */
 	}
+	HMM_TSAN_IGNORE_BEGIN(); /* the device's access */
 	for (size_t i = 0, off = 0; i < nseg; off += seg[i++].iov_len) {
 		if (write)
 			memcpy(seg[i].iov_base, bounce + off, seg[i].iov_len);
 		else
 			memcpy(bounce + off, seg[i].iov_base, seg[i].iov_len);
 	}
+	HMM_TSAN_IGNORE_END();
 	return total;
 }
 

@@ -36,22 +36,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/*
- * A pool's own memory is no program's: changing it must not go through
- * libhmm.so's interposed munmap and madvise (invalidate.c), whose
- * invalidations would call back into drivers while the caller holds locks
- * (migrate.c frees device pages under its table lock).  Raw system calls.
- */
-static int pool_munmap(void *addr, size_t len)
-{
-	return (int)syscall(SYS_munmap, addr, len);
-}
-
-static int pool_madvise(void *addr, size_t len, int advice)
-{
-	return (int)syscall(SYS_madvise, addr, len, advice);
-}
-
 #define POOL_MIN_CHUNK (2u << 20)
 /* Empty chunks kept mapped for reuse, so freeing and refilling a file does
  * not pay for mapping and faulting memory in again. */
@@ -206,14 +190,15 @@ static char *reserve_aligned(size_t size)
 {
 	char *raw, *base;
 
-	raw = mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	raw = hmm__sys_mmap(NULL, 2 * size, PROT_NONE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (raw == MAP_FAILED)
 		return NULL;
 	base = (char *)(((uintptr_t)raw + size - 1) & ~(uintptr_t)(size - 1));
 	if (base > raw)
-		pool_munmap(raw, (size_t)(base - raw));
+		hmm__sys_munmap(raw, (size_t)(base - raw));
 	if (base + size < raw + 2 * size)
-		pool_munmap(base + size, (size_t)(raw + 2 * size - (base + size)));
+		hmm__sys_munmap(base + size, (size_t)(raw + 2 * size - (base + size)));
 	return base;
 }
 
@@ -226,13 +211,14 @@ static int chunk_back(struct hmm__pool *p, struct hmm__pool_owner *o, char *base
 	void *m;
 
 	if (!o) {
-		m = mmap(base, size, PROT_READ | PROT_WRITE,
+		m = hmm__sys_mmap(base, size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 		return m == MAP_FAILED ? -errno : 0;
 	}
 	if (ftruncate(o->fd, (off_t)(o->size + size)) < 0)
 		return -errno;
-	m = mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, o->fd, (off_t)o->size);
+	m = hmm__sys_mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, o->fd,
+			  (off_t)o->size);
 	if (m == MAP_FAILED) {
 		int err = -errno;
 
@@ -259,7 +245,7 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p, struct hmm__pool_owner 
 	base = reserve_aligned(size);
 	if (!base || chunk_back(p, o, base, &c->offset) < 0) {
 		if (base)
-			pool_munmap(base, size);
+			hmm__sys_munmap(base, size);
 		free(c);
 		return NULL;
 	}
@@ -269,14 +255,14 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p, struct hmm__pool_owner 
 		/* Fault the whole chunk in at once, as huge pages where the
 		 * kernel allows, rather than a page at a time in whoever first
 		 * writes to it (MADV_POPULATE_WRITE is a no-op before 5.14). */
-		pool_madvise(base, size, MADV_HUGEPAGE);
-		pool_madvise(base, size, MADV_POPULATE_WRITE);
+		hmm__sys_madvise(base, size, MADV_HUGEPAGE);
+		hmm__sys_madvise(base, size, MADV_POPULATE_WRITE);
 	}
 	c->base = base;
 	c->owner = o;
 	c->nfresh = size / p->page_size;
 	if (hmm__radix_insert(&p->chunks, (uintptr_t)base >> p->chunk_shift, c) < 0) {
-		pool_munmap(base, size);
+		hmm__sys_munmap(base, size);
 		free(c);
 		return NULL;
 	}
@@ -361,7 +347,7 @@ static void put_locked(struct hmm__pool *p, struct hmm__chunk *c, void *page)
 		} else if (p->nempty * p->chunk_size >= POOL_SPARE_BYTES) {
 			/* Beyond the spare chunks: give the memory back, keep the
 			 * mapping.  The free list lived in that memory: start over. */
-			pool_madvise(c->base, p->chunk_size, MADV_FREE);
+			hmm__sys_madvise(c->base, p->chunk_size, MADV_FREE);
 			c->released = true;
 			c->free = NULL;
 			c->nfree = 0;
@@ -436,7 +422,7 @@ static void populate(size_t page_size, void *const *pages, const bool *fresh, si
 		while (j < n && (!fresh || fresh[j]) &&
 		       (char *)pages[j] == start + (j - i) * page_size)
 			j++;
-		pool_madvise(start, (j - i) * page_size, MADV_POPULATE_WRITE);
+		hmm__sys_madvise(start, (j - i) * page_size, MADV_POPULATE_WRITE);
 		i = j;
 	}
 }
@@ -511,7 +497,7 @@ void hmm__pool_owner_destroy(struct hmm__pool *p, struct hmm__pool_owner *o)
 		if (c->held)
 			p->nheld--;
 		hmm__radix_delete(&p->chunks, (uintptr_t)c->base >> p->chunk_shift);
-		pool_munmap(c->base, p->chunk_size);
+		hmm__sys_munmap(c->base, p->chunk_size);
 		free(c);
 		p->nchunks--;
 		p->nempty--;
@@ -558,7 +544,7 @@ static void unmap_one(void *item, void *arg)
 	struct hmm__pool *p = arg;
 	struct hmm__chunk *c = item;
 
-	pool_munmap(c->base, p->chunk_size);
+	hmm__sys_munmap(c->base, p->chunk_size);
 	free(c);
 }
 

@@ -299,3 +299,10 @@ void run_cmd(const char *file, char *const argv[], char *const envp[],
 	r->out[r->outlen] = '\0';
 	r->err[r->errlen] = '\0';
 }
+
+void skip_under_tsan_if_children_start_threads(void)
+{
+#if defined(__SANITIZE_THREAD__)
+	cr_skip_test("ThreadSanitizer cannot follow a forked child that starts threads");
+#endif
+}

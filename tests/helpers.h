@@ -144,6 +144,18 @@ struct run {
 void run_cmd(const char *file, char *const argv[], char *const envp[], int timeout_ms,
 	     struct run *r);
 
+/* ---- ThreadSanitizer ------------------------------------------------------------ */
+
+/*
+ * ThreadSanitizer cannot follow a child of fork() in a threaded process
+ * (Criterion's test process always is) that starts threads of its own: its
+ * thread registry keeps the parent's threads, whose ids the child's new
+ * ones may reuse.  A test whose children do (attaching to a device starts
+ * the session's threads) calls this first: in TSan builds only, it is
+ * skipped with that reason.
+ */
+void skip_under_tsan_if_children_start_threads(void);
+
 /* ---- time -------------------------------------------------------------------- */
 
 /* Compare two timestamps: -1, 0 or 1 as a is before, equal to or after b. */

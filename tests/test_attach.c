@@ -306,6 +306,7 @@ Test(attach, a_process_killed_while_using_device_memory_hurts_nobody)
 	struct mapped_file f = map_file("kill", O_RDWR, PROT_READ | PROT_WRITE, 0);
 	int status;
 
+	skip_under_tsan_if_children_start_threads();
 	for (int round = 0; round < 3; round++) {
 		pid_t pid = fork();
 
@@ -334,7 +335,7 @@ Test(attach, a_process_killed_while_using_device_memory_hurts_nobody)
 /* The race: migrations back and forth against device reads. */
 struct racer {
 	int fd;
-	volatile bool stop;
+	bool stop; /* atomic */
 	int err;
 };
 
@@ -342,9 +343,9 @@ static void *migrator(void *arg)
 {
 	struct racer *r = arg;
 
-	for (int i = 0; !r->stop && i < 400 && !r->err; i++)
+	for (int i = 0; !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) && i < 400 && !r->err; i++)
 		r->err = hmm_file_migrate(r->fd, 0, 0, i % 2 ? 0 : HMM_LOC_HOST, NULL);
-	r->stop = true;
+	__atomic_store_n(&r->stop, true, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -360,7 +361,7 @@ Test(attach, device_reads_racing_migrations_never_see_a_stale_page)
 
 	attach(0, &dev, &m);
 	cr_assert_eq(pthread_create(&t, NULL, migrator, &r), 0);
-	while (!r.stop) {
+	while (!__atomic_load_n(&r.stop, __ATOMIC_ACQUIRE)) {
 		memset(buf, 0, sizeof(buf));
 		cr_assert_eq(hmm_mirror_read(m, va(f.p), buf, LEN), 0);
 		cr_assert_eq(pattern_check(buf, LEN, 0, 7), -1, "read %u", reads);

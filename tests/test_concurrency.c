@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mount.h"
+#include "rng.h"
 
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -636,7 +637,7 @@ static void check_old_or_zero(struct truncrace *t, const unsigned char *buf, lon
 struct reader {
 	struct truncrace *t;
 	int fd;
-	unsigned seed;
+	uint64_t seed;
 	int use_map;
 };
 
@@ -661,8 +662,8 @@ static void *reader_thread(void *arg)
 	}
 	pthread_barrier_wait(t->barrier);
 	for (int i = 0; i < READS; i++) {
-		long long off = rand_r(&r->seed) % t->size;
-		long long len = 1 + rand_r(&r->seed) % (16 * page());
+		long long off = rng_next(&r->seed) % t->size;
+		long long len = 1 + rng_next(&r->seed) % (16 * page());
 
 		if (len > t->size - off)
 			len = t->size - off;
@@ -707,7 +708,7 @@ static int truncate_reader_process(int p, void *arg)
 static int truncater_process(int p, void *arg)
 {
 	struct truncrace *t = arg;
-	unsigned seed = 99u + p;
+	uint64_t seed = 99u + p;
 	unsigned char *data = malloc(t->size);
 	int fd = open(mp("f"), O_RDWR);
 
@@ -716,7 +717,7 @@ static int truncater_process(int p, void *arg)
 	pattern_fill(data, t->size, 0, TRUNC_SEED);
 	pthread_barrier_wait(t->barrier);
 	for (int i = 0; i < TRUNCATES; i++) {
-		long long cut = rand_r(&seed) % t->size;
+		long long cut = rng_next(&seed) % t->size;
 		ssize_t n;
 
 		if (i % 2)

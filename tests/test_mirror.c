@@ -200,7 +200,7 @@ Test(mirror, after_fork_a_device_write_in_the_parent_leaves_the_child_its_copy)
 /* The kernel's anon_teardown: a reader against munmap/mmap of the same range. */
 static struct {
 	unsigned char *p;
-	volatile bool stop;
+	bool stop; /* atomic */
 	unsigned long bad, ok, efault;
 } td;
 
@@ -209,7 +209,7 @@ static void *remapper(void *arg)
 	unsigned gen = 0;
 
 	(void)arg;
-	while (!td.stop) {
+	while (!__atomic_load_n(&td.stop, __ATOMIC_ACQUIRE)) {
 		/* Replace the pages with new ones holding one byte value each. */
 		unsigned char v = (unsigned char)(++gen | 1);
 		unsigned char *q = mmap(td.p, 8 * PS, PROT_READ | PROT_WRITE,
@@ -253,7 +253,7 @@ Test(mirror, a_reader_racing_munmap_and_mmap_fixed_reads_whole_pages_or_fails)
 				    b[pg * PS] != 0)
 					td.bad++;
 	}
-	td.stop = true;
+	__atomic_store_n(&td.stop, true, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
 	cr_log_info("%lu reads, %lu -EFAULT, %u invalidations", td.ok, td.efault,
 		    (unsigned)stats().invalidations);

@@ -304,7 +304,7 @@ static struct {
 	uint64_t dev[M_PAGES];       /* under driver */
 	uint64_t violations, installs, retries; /* under driver */
 	struct hmm_interval_notifier *sub;
-	volatile bool stop;
+	bool stop; /* atomic */
 } model = { .driver = PTHREAD_MUTEX_INITIALIZER };
 
 static bool model_invalidate(struct hmm_interval_notifier *sub, const struct hmm_notifier_range *r,
@@ -328,7 +328,7 @@ static void *model_cpu(void *arg)
 {
 	uint64_t x = (uintptr_t)arg * 0x9E3779B97F4A7C15ull + 1;
 
-	while (!model.stop) {
+	while (!__atomic_load_n(&model.stop, __ATOMIC_ACQUIRE)) {
 		uint64_t first, n;
 		struct hmm_notifier_range r;
 
@@ -352,7 +352,7 @@ static void *model_device(void *arg)
 {
 	uint64_t x = (uintptr_t)arg * 0xD1B54A32D192ED03ull + 7, snap[8];
 
-	while (!model.stop) {
+	while (!__atomic_load_n(&model.stop, __ATOMIC_ACQUIRE)) {
 		uint64_t first, n, seq;
 
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -395,7 +395,7 @@ Test(notifier, a_device_entry_never_outlives_the_cpu_value_it_was_read_from)
 		pthread_create(&dev[i], NULL, model_device, (void *)(i + 1));
 	}
 	usleep(1500000);
-	model.stop = true;
+	__atomic_store_n(&model.stop, true, __ATOMIC_RELEASE);
 	for (int i = 0; i < 2; i++) {
 		pthread_join(cpu[i], NULL);
 		pthread_join(dev[i], NULL);

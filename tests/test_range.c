@@ -586,14 +586,14 @@ Test(range, an_invalidation_after_read_begin_makes_it_ebusy_until_read_begin_aga
 /* An invalidation from another thread while the range fault runs. */
 struct racer {
 	struct hmm_notifier_range nr;
-	volatile bool stop;
+	bool stop; /* atomic */
 };
 
 static void *race_invalidate(void *arg)
 {
 	struct racer *rc = arg;
 
-	while (!rc->stop) {
+	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
 		hmm__invalidate_start(&rc->nr);
 		hmm__invalidate_end(&rc->nr);
 	}
@@ -632,7 +632,7 @@ Test(range, concurrent_invalidations_give_ebusy_or_a_result_that_read_retry_acce
 			pthread_mutex_unlock(&m.lock);
 		}
 	}
-	rc.stop = true;
+	__atomic_store_n(&rc.stop, true, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
 	cr_log_info("%u -EBUSY, %u accepted", busy, ok);
 	cr_assert_gt(busy, 0, "never saw -EBUSY under constant invalidation");

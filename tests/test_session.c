@@ -135,6 +135,7 @@ Test(session, another_user_is_refused_unless_the_mount_says_attach_all)
 
 Test(session_all, with_attach_all_another_user_attaches)
 {
+	skip_under_tsan_if_children_start_threads();
 	assert_nobody_gets(try_attach, mnt.dir, 0);
 }
 
@@ -375,6 +376,7 @@ Test(session, a_client_killed_while_mapping_device_memory_leaves_nothing_behind)
 	int fd = file_on("k", 0, O_RDWR), before, after = -1, status;
 	pid_t pid;
 
+	skip_under_tsan_if_children_start_threads();
 	before = daemon_fds();
 	for (int round = 0; round < 5; round++) {
 		pid = fork();
@@ -457,13 +459,30 @@ struct watcher {
 	uint64_t where[NPAGES];   /* where its pages were before */
 	uint64_t grant;
 	unsigned delay_ms;        /* how long to take before answering */
-	volatile int calls;
-	volatile int still_there; /* pages whose data was still in place */
-	volatile int handed_out;  /* pages HMM_IOC_DEVICE_PAGES still gave out */
-	volatile uint64_t first, last, got_grant;
-	volatile bool released;   /* for a callback told to hang */
-	struct timespec answered;
+	/*
+	 * The test thread and the callback order their accesses through the
+	 * daemon (a request, its invalidation, the answer), which no tool
+	 * sees; so they also publish them: the test sets armed (release) once
+	 * the watcher is set up, the callback reads it (acquire) first; the
+	 * callback counts calls (release) last, the test reads calls()
+	 * (acquire) before what the callback wrote.  What the callback
+	 * writes is atomic (read with SEEN()): a later invalidation may come
+	 * while the test reads.
+	 */
+	bool armed;               /* atomic */
+	int calls;                /* atomic */
+	int still_there;          /* atomic: pages whose data was still in place */
+	int handed_out;           /* atomic: pages HMM_IOC_DEVICE_PAGES still gave out */
+	uint64_t first, last, got_grant; /* atomic */
+	bool released;            /* atomic: for a callback told to hang */
 };
+
+#define SEEN(w, field) __atomic_load_n(&(w).field, __ATOMIC_RELAXED)
+
+static int calls(struct watcher *w)
+{
+	return __atomic_load_n(&w->calls, __ATOMIC_ACQUIRE);
+}
 
 static void on_inval(void *arg, uint64_t grant, uint64_t first, uint64_t last)
 {
@@ -471,25 +490,28 @@ static void on_inval(void *arg, uint64_t grant, uint64_t first, uint64_t last)
 	struct hmm_device_pages dp = { .offset = 0, .index = 0, .count = NPAGES };
 	unsigned char buf[PAGE];
 
-	w->got_grant = grant;
-	w->first = first;
-	w->last = last;
+	if (!__atomic_load_n(&w->armed, __ATOMIC_ACQUIRE))
+		return; /* not set up yet: nothing of it to check */
+	__atomic_store_n(&w->got_grant, grant, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->first, first, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->last, last, __ATOMIC_RELAXED);
 	/* The daemon has not touched the pages yet: still in place... */
 	for (uint64_t i = first; i <= last && i < NPAGES; i++) {
 		memcpy(buf, w->mem + w->where[i], PAGE);
-		w->still_there += pattern_check(buf, PAGE, i * PAGE, 7) == -1;
+		__atomic_add_fetch(&w->still_there,
+				   pattern_check(buf, PAGE, i * PAGE, 7) == -1, __ATOMIC_RELAXED);
 	}
 	/* ...and nobody is handed them any more. */
 	if (ioctl(w->fd, HMM_IOC_DEVICE_PAGES, &dp) == 0)
 		for (uint64_t i = first; i <= last && i < dp.count; i++)
-			w->handed_out += dp.where[i] != HMM_DEVICE_PAGE_ABSENT;
+			__atomic_add_fetch(&w->handed_out,
+					   dp.where[i] != HMM_DEVICE_PAGE_ABSENT, __ATOMIC_RELAXED);
 	if (w->delay_ms == HANG)
-		for (int i = 0; i < 3000 && !w->released; i++)
+		for (int i = 0; i < 3000 && !__atomic_load_n(&w->released, __ATOMIC_ACQUIRE); i++)
 			usleep(10000);
 	else
 		usleep(w->delay_ms * 1000);
-	clock_gettime(CLOCK_MONOTONIC, &w->answered);
-	w->calls++;
+	__atomic_add_fetch(&w->calls, 1, __ATOMIC_RELEASE);
 }
 
 struct watched {
@@ -521,11 +543,12 @@ static void watch(struct watched *x, const char *rel, unsigned delay_ms)
 		cr_assert_neq(dp.where[i], HMM_DEVICE_PAGE_ABSENT);
 		x->w.where[i] = dp.where[i];
 	}
+	__atomic_store_n(&x->w.armed, true, __ATOMIC_RELEASE);
 }
 
 static void unwatch(struct watched *x)
 {
-	x->w.released = true;
+	__atomic_store_n(&x->w.released, true, __ATOMIC_RELEASE);
 	hmm__client_detach(x->c);
 	munmap(x->map, x->len);
 	close(x->memfd);
@@ -549,12 +572,12 @@ Test(session, a_migration_off_the_device_waits_for_the_sessions_answer)
 	watch(&x, "mig", 100);
 	clock_gettime(CLOCK_MONOTONIC, &before);
 	migrate(x.w.fd, HMM_LOC_HOST);
-	cr_assert_eq(x.w.calls, 1, "one invalidation for the chunk");
-	cr_assert_eq(x.w.got_grant, x.w.grant);
-	cr_assert_eq(x.w.first, 0);
-	cr_assert_eq(x.w.last, NPAGES - 1);
-	cr_assert_eq(x.w.still_there, NPAGES, "the pages waited for the answer");
-	cr_assert_eq(x.w.handed_out, 0, "moving pages are not handed out");
+	cr_assert_eq(calls(&x.w), 1, "one invalidation for the chunk");
+	cr_assert_eq(SEEN(x.w, got_grant), x.w.grant);
+	cr_assert_eq(SEEN(x.w, first), 0);
+	cr_assert_eq(SEEN(x.w, last), NPAGES - 1);
+	cr_assert_eq(SEEN(x.w, still_there), NPAGES, "the pages waited for the answer");
+	cr_assert_eq(SEEN(x.w, handed_out), 0, "moving pages are not handed out");
 	cr_assert_geq(since(&before), 0.1, "the migration returned before the answer");
 	device_pages(x.w.fd, 0, 0, NPAGES, &dp);
 	cr_assert_eq(dp.where[0], HMM_DEVICE_PAGE_ABSENT);
@@ -562,7 +585,7 @@ Test(session, a_migration_off_the_device_waits_for_the_sessions_answer)
 	/* Moving onto the device takes the CPU's pages, which a mirror may map
 	 * too: the sessions hear of it as well. */
 	migrate(x.w.fd, 0);
-	cr_assert_eq(x.w.calls, 2);
+	cr_assert_eq(calls(&x.w), 2);
 	unwatch(&x);
 }
 
@@ -574,13 +597,13 @@ Test(session, a_cpu_read_that_brings_a_page_back_invalidates_it_first)
 	watch(&x, "cpu", 0);
 	cr_assert_eq(pread(x.w.fd, buf, PAGE, 5 * PAGE), PAGE);
 	cr_assert_eq(pattern_check(buf, PAGE, 5 * PAGE, 7), -1);
-	cr_assert_geq(x.w.calls, 1);
-	cr_assert_leq(x.w.first, 5);
-	cr_assert_geq(x.w.last, 5);
-	cr_assert_eq(x.w.still_there, (int)(x.w.last - x.w.first + 1 < NPAGES
-					    ? x.w.last - x.w.first + 1 : NPAGES - x.w.first),
+	cr_assert_geq(calls(&x.w), 1);
+	cr_assert_leq(SEEN(x.w, first), 5);
+	cr_assert_geq(SEEN(x.w, last), 5);
+	cr_assert_eq(SEEN(x.w, still_there), (int)(SEEN(x.w, last) - SEEN(x.w, first) + 1 < NPAGES
+					    ? SEEN(x.w, last) - SEEN(x.w, first) + 1 : NPAGES - SEEN(x.w, first)),
 		     "every invalidated page was still in place");
-	cr_assert_eq(x.w.handed_out, 0, "fenced pages are not handed out");
+	cr_assert_eq(SEEN(x.w, handed_out), 0, "fenced pages are not handed out");
 	unwatch(&x);
 }
 
@@ -590,10 +613,10 @@ Test(session, truncation_invalidates_the_pages_it_frees)
 
 	watch(&x, "trunc", 0);
 	cr_assert_eq(ftruncate(x.w.fd, 4 * PAGE), 0);
-	cr_assert_eq(x.w.calls, 1);
-	cr_assert_eq(x.w.first, 4);
-	cr_assert_eq(x.w.last, UINT64_MAX);
-	cr_assert_eq(x.w.still_there, NPAGES - 4);
+	cr_assert_eq(calls(&x.w), 1);
+	cr_assert_eq(SEEN(x.w, first), 4);
+	cr_assert_eq(SEEN(x.w, last), UINT64_MAX);
+	cr_assert_eq(SEEN(x.w, still_there), NPAGES - 4);
 	expect_pattern(x.w.fd, 0, 4 * PAGE, 7);
 	unwatch(&x);
 }
@@ -610,7 +633,7 @@ Test(session, a_session_that_never_answers_is_ended_and_the_change_goes_on)
 	cr_assert_lt(since(&before), 30, "the migration waited for a hung client");
 	cr_assert_geq(since(&before), 4, "the daemon gives a session 5 s");
 	expect_pattern(x.w.fd, 0, NPAGES * PAGE, 7);
-	x.w.released = true;
+	__atomic_store_n(&x.w.released, true, __ATOMIC_RELEASE);
 	/* The session is over: requests fail. */
 	for (int i = 0; i < 100 && hmm__client_grant(x.c, x.w.fd, &memfd, NULL, NULL) == 0; i++) {
 		close(memfd);
@@ -628,19 +651,21 @@ Test(session, files_nobody_was_granted_are_not_held_up)
 	watch(&x, "granted", 0);
 	migrate(other, HMM_LOC_HOST);
 	migrate(other, 1);
-	cr_assert_eq(x.w.calls, 0, "another file's changes are not this session's");
+	cr_assert_eq(calls(&x.w), 0, "another file's changes are not this session's");
 	close(other);
 	unwatch(&x);
 }
 
+/* seen[0] counts the calls (atomic, release: published last), seen[1] and
+ * [2] hold the last range. */
 static void note_inval(void *arg, uint64_t grant, uint64_t first, uint64_t last)
 {
-	volatile uint64_t *seen = arg;
+	uint64_t *seen = arg;
 
 	(void)grant;
-	seen[0]++;
 	seen[1] = first;
 	seen[2] = last;
+	__atomic_add_fetch(&seen[0], 1, __ATOMIC_RELEASE);
 }
 
 static void setup_no_devices(void)
@@ -652,7 +677,7 @@ TestSuite(session_observe, .init = setup_no_devices, .fini = mnt_teardown, .time
 
 Test(session_observe, an_observer_without_devices_hears_of_truncation_and_gets_no_memory)
 {
-	volatile uint64_t seen[3] = { 0 };
+	uint64_t seen[3] = { 0 };
 	struct hmm_device_pages *dp = calloc(1, sizeof(*dp));
 	struct hmm__client *c;
 	int fd = file_on("obs", HMM_LOC_HOST, O_RDWR), memfd = -1;
@@ -660,8 +685,7 @@ Test(session_observe, an_observer_without_devices_hears_of_truncation_and_gets_n
 
 	/* No device to attach to, but one can observe. */
 	expect_ioctl_fails(fd, HMM_IOC_ATTACH, &a, ENODEV);
-	cr_assert_eq(hmm__client_attach(mnt.dir, HMM_ATTACH_OBSERVE, note_inval, (void *)seen,
-					&c), 0);
+	cr_assert_eq(hmm__client_attach(mnt.dir, HMM_ATTACH_OBSERVE, note_inval, seen, &c), 0);
 	cr_assert_eq(hmm__client_grant(c, fd, &memfd, NULL, NULL), 0);
 	cr_assert_eq(memfd, -1, "an observer gets no memory");
 	dp->index = HMM_ATTACH_OBSERVE;
@@ -669,11 +693,11 @@ Test(session_observe, an_observer_without_devices_hears_of_truncation_and_gets_n
 	expect_ioctl_fails(fd, HMM_IOC_DEVICE_PAGES, dp, ENODEV);
 	/* Host pages taken away are told too: the observer may map them. */
 	cr_assert_eq(ftruncate(fd, 4 * PAGE), 0);
-	cr_assert_eq(seen[0], 1);
+	cr_assert_eq(__atomic_load_n(&seen[0], __ATOMIC_ACQUIRE), 1);
 	cr_assert_eq(seen[1], 4);
 	/* Writes in place take nothing away: nothing is told. */
 	write_pattern(fd, 0, PAGE, 9);
-	cr_assert_eq(seen[0], 1);
+	cr_assert_eq(__atomic_load_n(&seen[0], __ATOMIC_ACQUIRE), 1);
 	hmm__client_detach(c);
 	close(fd);
 	free(dp);
