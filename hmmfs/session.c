@@ -34,6 +34,14 @@
  * fenced first (pages.c, hmmfs_pages_unshare; migration's MOVING state),
  * so that HMM_IOC_DEVICE_PAGES does not hand it out again meanwhile.
  *
+ * Reservations.  A process keeps its anonymous memory on an attached device
+ * in its own address space (libhmm's pool for the device), but the device's
+ * capacity is the mount's: the session reserves that memory here (RESERVE,
+ * in steps) and the device's pool counts it as used, so files and
+ * processes share the capacity and hmmctl shows both.  A reservation never
+ * evicts files' pages: it is refused (-ENOSPC) when the device is full.  It
+ * ends with the session.
+ *
  * Threads: one accepts connections; each session has one that reads the
  * client's messages.  Neither ever waits for an inode's data_lock.
  *
@@ -109,6 +117,9 @@ struct session {
 	uint64_t inval_acked;      /* the last answered; sessions.lock */
 	unsigned refs;             /* invalidations using it; sessions.lock */
 	bool ended;                /* the reader is done; sessions.lock */
+	/* Bytes of each device's memory reserved (RESERVE), held in its pool
+	 * as whole pages; the reader's own. */
+	uint64_t reserved[HMMFS_MAX_DEVICES];
 };
 
 static struct {
@@ -510,6 +521,50 @@ static int session_grant(struct session *s, const struct hmm__msg *req)
 	return err;
 }
 
+static uint64_t bytes_to_pages(uint64_t bytes)
+{
+	return (bytes + hmmfs.page_size - 1) / hmmfs.page_size;
+}
+
+/*
+ * Reserve (RESERVE) or give back (UNRESERVE) bytes of a device's memory
+ * for session s: the process keeps anonymous memory on the device in its
+ * own address space, and the device's pool counts it as used.
+ * Return: 0 (answered or not, as the type wants), or -errno to end the
+ * session (a protocol error, or the answer could not be sent).
+ */
+static int session_reserve(struct session *s, const struct hmm__msg *req)
+{
+	struct hmm__msg reply = { .type = HMM__MSG_RESERVED, .seq = req->seq };
+	uint64_t d = req->arg[0], bytes = req->arg[1], before, after;
+	struct hmm__pool *pool;
+
+	if (d >= hmmfs.ndevices || !bytes) {
+		if (req->type == HMM__MSG_UNRESERVE)
+			return -EPROTO;
+		reply.status = -EINVAL;
+		return session_send(s, &reply, -1);
+	}
+	pool = &hmmfs.devices[d]->pool;
+	before = bytes_to_pages(s->reserved[d]);
+	if (req->type == HMM__MSG_UNRESERVE) {
+		if (bytes > s->reserved[d])
+			return -EPROTO;
+		s->reserved[d] -= bytes;
+		hmm__pool_unreserve(pool, before - bytes_to_pages(s->reserved[d]));
+		return 0;
+	}
+	if (bytes > pool->capacity_pages * hmmfs.page_size - s->reserved[d]) {
+		reply.status = -ENOSPC;
+		return session_send(s, &reply, -1);
+	}
+	after = bytes_to_pages(s->reserved[d] + bytes);
+	reply.status = hmm__pool_reserve(pool, after - before);
+	if (!reply.status)
+		s->reserved[d] += bytes;
+	return session_send(s, &reply, -1);
+}
+
 /* Check the hello: the first message, within TOKEN_SECONDS. */
 static int session_hello(struct session *s)
 {
@@ -564,6 +619,10 @@ static void session_end(struct session *s)
 		free(g);
 		g = next;
 	}
+	for (unsigned d = 0; d < hmmfs.ndevices; d++)
+		if (s->reserved[d])
+			hmm__pool_unreserve(&hmmfs.devices[d]->pool,
+					    bytes_to_pages(s->reserved[d]));
 	close(s->fd);
 	pthread_mutex_destroy(&s->send_lock);
 	free(s);
@@ -583,6 +642,10 @@ static void *session_main(void *arg)
 		while (session_recv(s, &msg) == 0) {
 			if (msg.type == HMM__MSG_GRANT) {
 				if (session_grant(s, &msg))
+					break;
+			} else if (msg.type == HMM__MSG_RESERVE ||
+				   msg.type == HMM__MSG_UNRESERVE) {
+				if (session_reserve(s, &msg))
 					break;
 			} else if (msg.type == HMM__MSG_ACK) {
 				pthread_mutex_lock(&sessions.lock);

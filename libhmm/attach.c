@@ -22,7 +22,7 @@
  * address never changes while the process is attached.
  *
  * Invalidation.  When the daemon takes pages of a granted file away, the
- * session's reader calls attached_inval: every range of this process's
+ * session's invalidator calls attached_inval: every range of this process's
  * address space known to map those pages of the file (recorded at lookup)
  * is invalidated with HMM_NOTIFY_MIGRATE and no owner (the daemon's change,
  * not one a driver of this process made and could skip), and the daemon
@@ -40,6 +40,18 @@
  * whose attach= option refuses this user is not observed: its files'
  * changes are not told, and a device access to a page gone from the CPU
  * faults it in again or gets -EFAULT (a kernel's load, SIGBUS).
+ *
+ * Anonymous memory.  Pages of this process's private anonymous memory that
+ * migrate to the attached device (hmm_migrate_vma_*) stay in this process:
+ * they are nobody else's, and they go with the process.  They live in a
+ * pool of the device's own here (dev->core, with the mount's DMA engine
+ * settings), but the capacity is the mount's: the pool may hold only what
+ * the session reserved from the daemon, which counts it as used on the
+ * device.  Room is reserved in steps of RESERVE_STEP when an allocation
+ * finds the pool full (the whole step, else exactly what is needed), and
+ * given back when more than two steps are free (keeping one), or all of it
+ * when the pool empties.  A full device refuses (-ENOSPC); files' pages are
+ * not evicted for anonymous memory.
  *
  * Lock order: attached->lock is a leaf taken by lookups and by the
  * invalidation callback (which drops it before invalidating);
@@ -59,6 +71,9 @@
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+
+/* Anonymous memory is reserved from the daemon in steps of this. */
+#define RESERVE_STEP ((uint64_t)2 << 20)
 
 /* Address ranges recorded per file for its invalidations. */
 #define MAX_VMAS 32
@@ -142,7 +157,7 @@ static void record_vma(struct afile *f, uint64_t start, uint64_t end, uint64_t p
 }
 
 /* The pages [first, last] of the file are going: invalidate where they
- * are mapped.  Runs on the session's reader (client.c). */
+ * are mapped.  Runs on the session's invalidator (client.c). */
 static void attached_inval(void *arg, uint64_t grant, uint64_t first, uint64_t last)
 {
 	struct hmm__attached *a = arg;
@@ -360,12 +375,13 @@ bool hmm__attached_any(void)
 HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hmm_device **out)
 {
 	struct hmm_device_info info = { .index = index };
+	struct hmm__device_config core = { 0 };
 	struct hmm__attached *a;
 	struct hmm_device *dev;
 	struct stat st;
 	int fd, err;
 
-	if (!path || !out)
+	if (!path || !out || index == HMM_ATTACH_OBSERVE)
 		return -EINVAL;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
@@ -393,6 +409,22 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 	pthread_mutex_init(&a->lock, NULL);
 	err = hmm__client_attach(path, index, attached_inval, a, &a->client);
 	if (err) {
+		close(fd);
+		pthread_mutex_destroy(&a->lock);
+		free(a);
+		free(dev);
+		return err;
+	}
+	core.type = info.type == HMM_DEVICE_COHERENT ? HMM__DEVICE_COHERENT : HMM__DEVICE_PRIVATE;
+	core.capacity = 0; /* what the daemon reserves (hmm__attached_reserve) */
+	core.page_size = (size_t)sysconf(_SC_PAGESIZE);
+	core.numa_node = hmm__numa_node_exists(info.numa_node) ? info.numa_node : -1;
+	core.dma_engines = info.dma_engines ? info.dma_engines : 1;
+	core.dma_bw = info.dma_bw;
+	core.dma_latency_ns = info.dma_latency_ns;
+	err = hmm__device_create(0, &core, &dev->core);
+	if (err) {
+		hmm__client_detach(a->client);
 		close(fd);
 		pthread_mutex_destroy(&a->lock);
 		free(a);
@@ -449,6 +481,35 @@ void hmm__attached_detach(struct hmm__attached *a)
 	free(a);
 }
 
+int hmm__attached_reserve(struct hmm__attached *a, struct hmm__pool *pool, uint64_t n)
+{
+	uint64_t ps = pool->page_size, step = RESERVE_STEP / ps, got = n;
+	int err = -ENOSPC;
+
+	if (n < step) {
+		err = hmm__client_reserve(a->client, step * ps);
+		if (!err)
+			got = step;
+	}
+	if (err == -ENOSPC) /* the whole step does not fit: what is needed */
+		err = hmm__client_reserve(a->client, n * ps);
+	if (!err)
+		hmm__pool_add_capacity(pool, got);
+	return err;
+}
+
+void hmm__attached_trim(struct hmm__attached *a, struct hmm__pool *pool)
+{
+	uint64_t ps = pool->page_size, step = RESERVE_STEP / ps;
+	uint64_t used = hmm__pool_used(pool), drop;
+
+	if (used && hmm__pool_capacity(pool) - used <= 2 * step)
+		return;
+	drop = hmm__pool_trim_capacity(pool, used ? step : 0);
+	if (drop)
+		hmm__client_unreserve(a->client, drop * ps);
+}
+
 int hmm__attached_stats(struct hmm__attached *a, unsigned index, struct hmm_device_stats *st)
 {
 	struct hmm_device_info info = { .index = index };
@@ -478,7 +539,7 @@ static struct {
 	unsigned nunobserved, next;
 } observers = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* The parent's observers are the parent's: their reader threads are not
+/* The parent's observers are the parent's: their threads are not
  * in this process, and their sockets are shared with it (so never shut
  * down here).  Context: observers.lock. */
 static void forget_parents(void)

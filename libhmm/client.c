@@ -4,12 +4,16 @@
  * mount, and the memory of its files on them (the daemon's side and the
  * protocol: hmmfs/session.c and hmm-internal.h).
  *
- * A client is one connection and a reader thread.  The reader takes every
+ * A client is one connection and two threads.  The reader takes every
  * message: answers to the one request in flight (a client's lock allows
  * one at a time) go to the thread that waits for them; an invalidation
- * (INVAL) is passed to the client's callback and answered (ACK) when the
- * callback returns.  The callback runs on the reader, so it must not make
- * a request of the same client (nobody would read the answer).
+ * (INVAL) is queued for the invalidator, which passes it to the client's
+ * callback and answers (ACK) when the callback returns.  The reader never
+ * waits for a callback: a thread may ask the daemon something while
+ * holding a lock that an invalidation needs (a driver allocating device
+ * memory under its own lock), and its answer must not queue behind that
+ * invalidation.  The callback must not make a request of the same client
+ * and wait for it while the daemon waits for the ACK.
  */
 #include "config.h"
 #include "hmm-internal.h"
@@ -44,6 +48,15 @@ struct hmm__client {
 	int reply_fd;
 	bool have_reply;
 	bool gone;              /* the connection ended */
+	/* INVALs for the invalidator, oldest first; protected by reply_lock. */
+	struct inval *invals, **invals_tail;
+	pthread_cond_t inval_queued;
+	pthread_t invalidator;
+};
+
+struct inval {
+	struct inval *next;
+	struct hmm__msg msg;
 };
 
 int hmm__msg_send(int sock, const struct hmm__msg *msg, int fd)
@@ -135,6 +148,44 @@ static int client_send(struct hmm__client *c, const struct hmm__msg *msg)
 	return err;
 }
 
+/* Run one invalidation and answer it.  Return: 0, or the send's -errno. */
+static int invalidate(struct hmm__client *c, const struct hmm__msg *msg)
+{
+	struct hmm__msg ack = { .type = HMM__MSG_ACK, .seq = msg->seq };
+
+	if (c->inval)
+		c->inval(c->arg, msg->arg[0], msg->arg[1], msg->arg[2]);
+	return client_send(c, &ack);
+}
+
+/* The invalidator: runs the queued INVALs in order, until the connection
+ * ends and the queue is empty. */
+static void *invalidator_main(void *arg)
+{
+	struct hmm__client *c = arg;
+
+	pthread_mutex_lock(&c->reply_lock);
+	for (;;) {
+		struct inval *v = c->invals;
+
+		if (!v) {
+			if (c->gone)
+				break;
+			pthread_cond_wait(&c->inval_queued, &c->reply_lock);
+			continue;
+		}
+		c->invals = v->next;
+		if (!c->invals)
+			c->invals_tail = &c->invals;
+		pthread_mutex_unlock(&c->reply_lock);
+		invalidate(c, &v->msg);
+		free(v);
+		pthread_mutex_lock(&c->reply_lock);
+	}
+	pthread_mutex_unlock(&c->reply_lock);
+	return NULL;
+}
+
 static void *reader_main(void *arg)
 {
 	struct hmm__client *c = arg;
@@ -143,12 +194,21 @@ static void *reader_main(void *arg)
 
 	while (hmm__msg_recv(c->sock, &msg, &fd) == 0) {
 		if (msg.type == HMM__MSG_INVAL && fd < 0) {
-			struct hmm__msg ack = { .type = HMM__MSG_ACK, .seq = msg.seq };
+			struct inval *v = malloc(sizeof(*v));
 
-			if (c->inval)
-				c->inval(c->arg, msg.arg[0], msg.arg[1], msg.arg[2]);
-			if (client_send(c, &ack))
-				break;
+			if (!v) {
+				/* No memory to queue it: run it here. */
+				if (invalidate(c, &msg))
+					break;
+				continue;
+			}
+			v->next = NULL;
+			v->msg = msg;
+			pthread_mutex_lock(&c->reply_lock);
+			*c->invals_tail = v;
+			c->invals_tail = &v->next;
+			pthread_cond_signal(&c->inval_queued);
+			pthread_mutex_unlock(&c->reply_lock);
 			continue;
 		}
 		pthread_mutex_lock(&c->reply_lock);
@@ -163,6 +223,7 @@ static void *reader_main(void *arg)
 	pthread_mutex_lock(&c->reply_lock);
 	c->gone = true;
 	pthread_cond_broadcast(&c->replied);
+	pthread_cond_signal(&c->inval_queued);
 	pthread_mutex_unlock(&c->reply_lock);
 	return NULL;
 }
@@ -193,6 +254,16 @@ static int exchange(struct hmm__client *c, struct hmm__msg *req, struct hmm__msg
 	}
 	pthread_mutex_unlock(&c->reply_lock);
 	return err;
+}
+
+static void client_free(struct hmm__client *c)
+{
+	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->send_lock);
+	pthread_mutex_destroy(&c->reply_lock);
+	pthread_cond_destroy(&c->replied);
+	pthread_cond_destroy(&c->inval_queued);
+	free(c);
 }
 
 int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn inval,
@@ -239,6 +310,8 @@ int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn in
 	pthread_mutex_init(&c->send_lock, NULL);
 	pthread_mutex_init(&c->reply_lock, NULL);
 	pthread_cond_init(&c->replied, NULL);
+	pthread_cond_init(&c->inval_queued, NULL);
+	c->invals_tail = &c->invals;
 	c->sock = sock;
 	c->index = index;
 	c->page_size = (size_t)welcome.arg[0];
@@ -246,14 +319,20 @@ int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn in
 	c->inval = inval;
 	c->arg = arg;
 	c->reply_fd = -1;
-	err = -pthread_create(&c->reader, NULL, reader_main, c);
+	err = -pthread_create(&c->invalidator, NULL, invalidator_main, c);
+	if (!err) {
+		err = -pthread_create(&c->reader, NULL, reader_main, c);
+		if (err) {
+			pthread_mutex_lock(&c->reply_lock);
+			c->gone = true;
+			pthread_cond_signal(&c->inval_queued);
+			pthread_mutex_unlock(&c->reply_lock);
+			pthread_join(c->invalidator, NULL);
+		}
+	}
 	if (err) {
 		close(sock);
-		pthread_mutex_destroy(&c->lock);
-		pthread_mutex_destroy(&c->send_lock);
-		pthread_mutex_destroy(&c->reply_lock);
-		pthread_cond_destroy(&c->replied);
-		free(c);
+		client_free(c);
 		return err;
 	}
 	*out = c;
@@ -316,8 +395,14 @@ void hmm__client_forget(struct hmm__client *c)
 	if (!c)
 		return;
 	/* A copy made by fork(): the socket is the parent's too, and the
-	 * reader is not in this process. */
+	 * threads are not in this process. */
 	close(c->sock);
+	while (c->invals) {
+		struct inval *v = c->invals;
+
+		c->invals = v->next;
+		free(v);
+	}
 	free(c);
 }
 
@@ -325,15 +410,41 @@ void hmm__client_detach(struct hmm__client *c)
 {
 	if (!c)
 		return;
-	/* The reader sees the end of the connection and stops. */
+	/* The reader sees the end of the connection and stops; the
+	 * invalidator runs what was queued, then stops too. */
 	shutdown(c->sock, SHUT_RDWR);
 	pthread_join(c->reader, NULL);
+	pthread_join(c->invalidator, NULL);
 	close(c->sock);
 	if (c->have_reply && c->reply_fd >= 0)
 		close(c->reply_fd);
-	pthread_mutex_destroy(&c->lock);
-	pthread_mutex_destroy(&c->send_lock);
-	pthread_mutex_destroy(&c->reply_lock);
-	pthread_cond_destroy(&c->replied);
-	free(c);
+	client_free(c);
+}
+
+int hmm__client_reserve(struct hmm__client *c, uint64_t n)
+{
+	struct hmm__msg req = { .type = HMM__MSG_RESERVE, .arg = { c->index, n } }, reply;
+	int fd = -1, err;
+
+	if (c->index == HMM_ATTACH_OBSERVE || !n)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	err = exchange(c, &req, &reply, &fd);
+	pthread_mutex_unlock(&c->lock);
+	if (fd >= 0) {
+		close(fd);
+		err = err ? err : -EPROTO;
+	}
+	if (!err && (reply.type != HMM__MSG_RESERVED || reply.seq != req.seq))
+		err = -EPROTO;
+	if (!err)
+		err = reply.status > 0 ? -EPROTO : reply.status;
+	return err;
+}
+
+int hmm__client_unreserve(struct hmm__client *c, uint64_t n)
+{
+	struct hmm__msg msg = { .type = HMM__MSG_UNRESERVE, .arg = { c->index, n } };
+
+	return n ? client_send(c, &msg) : 0;
 }

@@ -142,8 +142,8 @@ void hmm__radix_truncate(struct hmm__radix *r, uint64_t first,
  * all free stay mapped for reuse; beyond that they go back to the system,
  * so memory use follows the data held.
  *
- * Invariant: used_pages == sum over chunks of (pages_per_chunk - nfree)
- *            and used_pages <= capacity_pages.
+ * Invariant: used_pages == reserved_pages + sum over chunks of
+ *            (pages_per_chunk - nfree), and used_pages <= capacity_pages.
  * ------------------------------------------------------------------------ */
 struct hmm__chunk;
 
@@ -163,6 +163,7 @@ struct hmm__pool {
 	struct hmm__chunk *idle, *idle_tail; /* owned chunks, every page free, memory
 					      * kept, oldest first; protected by lock */
 	uint64_t nheld;              /* owned chunks holding memory; protected by lock */
+	uint64_t reserved_pages;     /* of used_pages, held elsewhere; protected by lock */
 };
 
 /*
@@ -192,8 +193,27 @@ void hmm__pool_free(struct hmm__pool *p, void *page);
 int hmm__pool_alloc_bulk(struct hmm__pool *p, size_t n, void **pages);
 /* Give n pages back under one acquisition of p->lock. */
 void hmm__pool_free_bulk(struct hmm__pool *p, void *const *pages, size_t n);
-/* Pages in use now. Context: takes p->lock. */
+/* Pages in use now, reserved ones included. Context: takes p->lock. */
 uint64_t hmm__pool_used(struct hmm__pool *p);
+/*
+ * Reservations: memory of this pool's capacity that lives elsewhere (an
+ * hmmfs daemon's device: the anonymous memory an attached process keeps on
+ * it, in its own address space).  hmm__pool_reserve() counts n more pages
+ * as used, all or none; hmm__pool_unreserve() gives back n of them.
+ * Context: take p->lock.  Return: 0, -ENOSPC (fewer than n pages free).
+ */
+int hmm__pool_reserve(struct hmm__pool *p, uint64_t n);
+void hmm__pool_unreserve(struct hmm__pool *p, uint64_t n);
+/*
+ * The other side of a reservation (an attached device's pool in the
+ * process): hmm__pool_add_capacity() lets n more pages be taken;
+ * hmm__pool_trim_capacity() lowers the capacity to the pages in use plus
+ * keep, if it is higher, and returns by how much.  Context: take p->lock.
+ */
+void hmm__pool_add_capacity(struct hmm__pool *p, uint64_t n);
+uint64_t hmm__pool_trim_capacity(struct hmm__pool *p, uint64_t keep);
+/* The capacity now, in pages.  Context: takes p->lock. */
+uint64_t hmm__pool_capacity(struct hmm__pool *p);
 /*
  * Owned memory (see pool.c): pages that belong to one object, carved from a
  * memfd of the object's own that can be handed to another process.
@@ -454,8 +474,14 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
  *                              arg[2] last page (inclusive): drop every
  *                              device mapping of those pages, then answer
  *   client -> daemon  ACK      seq: every INVAL up to seq is done
- * INVALs come numbered in order and may arrive at any time, between a GRANT
- * and its GRANTED too.
+ *   client -> daemon  RESERVE  seq; arg[0] device, arg[1] pages: count them
+ *                              as the session's (anonymous memory the
+ *                              process keeps on the device)
+ *   daemon -> client  RESERVED seq, status (0, -ENOSPC, -EINVAL)
+ *   client -> daemon  UNRESERVE arg[0] device, arg[1] pages: give back (no
+ *                              answer; more than the session holds ends it)
+ * INVALs come numbered in order and may arrive at any time, between a
+ * request and its answer too.  A session's reservations end with it.
  * ------------------------------------------------------------------------ */
 enum hmm__msg_type {
 	HMM__MSG_HELLO = 1,
@@ -464,6 +490,9 @@ enum hmm__msg_type {
 	HMM__MSG_GRANTED,
 	HMM__MSG_INVAL,
 	HMM__MSG_ACK,
+	HMM__MSG_RESERVE,
+	HMM__MSG_RESERVED,
+	HMM__MSG_UNRESERVE,
 };
 
 struct hmm__msg {
@@ -490,8 +519,9 @@ struct hmm__client;
 /*
  * The daemon takes pages [first, last] of the memory of grant away: drop
  * every mapping of them, then return (the daemon waits for it, up to 5 s,
- * then ends the session).  Runs on the client's reader thread: it must not
- * make requests of the same client.
+ * then ends the session).  Runs on the client's invalidator thread, one
+ * invalidation at a time, in order: it must not make requests of the same
+ * client.
  */
 typedef void (*hmm__client_inval_fn)(void *arg, uint64_t grant, uint64_t first,
 				     uint64_t last);
@@ -513,6 +543,16 @@ int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn in
  */
 int hmm__client_grant(struct hmm__client *c, int fd, int *memfd, bool *writable,
 		      uint64_t *grant);
+/*
+ * hmm__client_reserve() - count n more pages of the attached device's
+ * memory as this session's; hmm__client_unreserve() gives n back (sent,
+ * not answered).  Context: no requirement on locks: the answer never waits
+ * for an invalidation callback.
+ * Return: 0; -ENOSPC (the device has fewer free pages), -EINVAL (an
+ * observer, or n is 0), -ECONNRESET, -EPROTO, or another -errno.
+ */
+int hmm__client_reserve(struct hmm__client *c, uint64_t n);
+int hmm__client_unreserve(struct hmm__client *c, uint64_t n);
 size_t hmm__client_page_size(const struct hmm__client *c);
 /* End the session; grants' descriptors stay valid.  NULL: nothing. */
 void hmm__client_detach(struct hmm__client *c);
@@ -558,6 +598,16 @@ void hmm__observe(const struct hmm__attached_vma *v);
 int hmm__attached_stats(struct hmm__attached *a, unsigned index, struct hmm_device_stats *st);
 /* End the session and unmap the memory.  Context: no mirror of the device left. */
 void hmm__attached_detach(struct hmm__attached *a);
+/*
+ * The attached device's anonymous memory lives in its pool in this process
+ * (dev->core), which may hold only what the daemon reserved for the
+ * session (see "Anonymous memory" in attach.c).  hmm__attached_reserve()
+ * makes room for n more pages; hmm__attached_trim() gives back what the
+ * pool no longer needs.  Context: any locks (the answer never waits for an
+ * invalidation).  Return: 0, -ENOSPC (the device is full), -errno.
+ */
+int hmm__attached_reserve(struct hmm__attached *a, struct hmm__pool *pool, uint64_t n);
+void hmm__attached_trim(struct hmm__attached *a, struct hmm__pool *pool);
 
 /* Parse "123", "4K", "16M", "2G", "1T" (powers of 1024). Return: 0 or -EINVAL/-ERANGE. */
 int hmm__parse_size(const char *s, uint64_t *out);

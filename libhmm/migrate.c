@@ -153,17 +153,26 @@ HMM_EXPORT int hmm_device_page_alloc(struct hmm_device *dev, void **page)
 {
 	bool zeroed;
 
+	int err;
+
 	if (!dev || !page)
 		return -EINVAL;
-	if (dev->attached)
-		return -EOPNOTSUPP; /* its memory is the daemon's (attach.c) */
-	return hmm__pool_alloc(&dev->core->pool, page, &zeroed);
+	err = hmm__pool_alloc(&dev->core->pool, page, &zeroed);
+	/* A device of an hmmfs mount: room is reserved from its daemon (and
+	 * reserved again if another thread took it first). */
+	while (err == -ENOSPC && dev->attached &&
+	       !(err = hmm__attached_reserve(dev->attached, &dev->core->pool, 1)))
+		err = hmm__pool_alloc(&dev->core->pool, page, &zeroed);
+	return err;
 }
 
 HMM_EXPORT void hmm_device_page_free(struct hmm_device *dev, void *page)
 {
-	if (dev && page && !dev->attached)
-		hmm__pool_free(&dev->core->pool, page);
+	if (!dev || !page)
+		return;
+	hmm__pool_free(&dev->core->pool, page);
+	if (dev->attached)
+		hmm__attached_trim(dev->attached, &dev->core->pool);
 }
 
 HMM_EXPORT int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src, size_t len)
@@ -172,8 +181,6 @@ HMM_EXPORT int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src
 
 	if (!dev || ((!dst || !src) && len))
 		return -EINVAL;
-	if (dev->attached)
-		return -EOPNOTSUPP;
 	if (!len)
 		return 0;
 	return hmm__dma_copy_sync(dev->core->dma, &c, 1);
@@ -185,14 +192,22 @@ HMM_EXPORT int hmm_device_stats(struct hmm_device *dev, struct hmm_device_stats 
 
 	if (!dev || !st)
 		return -EINVAL;
-	if (dev->attached)
-		return hmm__attached_stats(dev->attached, dev->attached_index, st);
 	c = &dev->core->counters;
-	st->capacity = dev->core->pool.capacity_pages * page_size();
-	st->used = hmm__pool_used(&dev->core->pool) * page_size();
-	st->pages_in = __atomic_load_n(&c->pages_in, __ATOMIC_RELAXED);
-	st->pages_out = __atomic_load_n(&c->pages_out, __ATOMIC_RELAXED);
-	st->cpu_faults = __atomic_load_n(&c->cpu_faults, __ATOMIC_RELAXED);
+	if (dev->attached) {
+		/* The mount's device: its memory (reservations included) and
+		 * files' moves, plus this process's anonymous pages' moves. */
+		int err = hmm__attached_stats(dev->attached, dev->attached_index, st);
+
+		if (err)
+			return err;
+	} else {
+		memset(st, 0, sizeof(*st));
+		st->capacity = hmm__pool_capacity(&dev->core->pool) * page_size();
+		st->used = hmm__pool_used(&dev->core->pool) * page_size();
+	}
+	st->pages_in += __atomic_load_n(&c->pages_in, __ATOMIC_RELAXED);
+	st->pages_out += __atomic_load_n(&c->pages_out, __ATOMIC_RELAXED);
+	st->cpu_faults += __atomic_load_n(&c->cpu_faults, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -471,10 +486,6 @@ HMM_EXPORT int hmm_migrate_vma_setup(struct hmm_migrate_vma *a)
 	    (a->flags != HMM_MIGRATE_VMA_SELECT_SYSTEM &&
 	     a->flags != HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE))
 		return -EINVAL;
-	/* A device of an hmmfs mount holds files' pages, not this process's
-	 * anonymous memory. */
-	if (a->pgmap_owner->attached)
-		return -EOPNOTSUPP;
 	a->npages = (a->end - a->start) / ps;
 	a->cpages = 0;
 	memset(a->src, 0, a->npages * sizeof(*a->src));
@@ -932,7 +943,8 @@ HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t
 	uint64_t ps = page_size(), va = (uint64_t)(uintptr_t)start, end = va + len;
 	uint64_t src[ROUND_PAGES], dst[ROUND_PAGES], total = 0;
 	int err = 0;
-	bool missed = false, full = false;
+	bool missed = false;
+	int full = 0; /* the error that stopped the allocations */
 
 	if (moved)
 		*moved = 0;
@@ -962,10 +974,9 @@ HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t
 
 			if (!(src[i] & HMM_MIGRATE_PFN_MIGRATE))
 				continue;
-			if (hmm_device_page_alloc(dev, &page)) {
-				full = true;
+			full = hmm_device_page_alloc(dev, &page);
+			if (full)
 				break;
-			}
 			if (src[i] & HMM_MIGRATE_PFN_VALID)
 				copies[ncopies++] = (struct hmm__dma_copy){
 					page, hmm_migrate_pfn_to_addr(src[i]), ps };
@@ -993,7 +1004,7 @@ HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t
 		*moved = total;
 	if (err)
 		return err;
-	return full ? -ENOSPC : missed ? -ENOENT : 0;
+	return full ? full : missed ? -ENOENT : 0;
 }
 
 /*

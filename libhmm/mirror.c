@@ -93,15 +93,11 @@ HMM_EXPORT int hmm_device_destroy(struct hmm_device *dev)
 		return -EBUSY;
 	}
 	pthread_mutex_unlock(&dev->lock);
-	if (dev->attached) {
-		hmm__attached_detach(dev->attached);
-		pthread_mutex_destroy(&dev->lock);
-		free(dev);
-		return 0;
-	}
 	/* Anonymous memory on the device comes back first, as when a
 	 * driver's device memory goes away. */
 	hmm__anon_evict_device(dev);
+	if (dev->attached)
+		hmm__attached_detach(dev->attached); /* its reservations end */
 	hmm__device_destroy(dev->core);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);

@@ -26,7 +26,7 @@
 #include "pagetable.h"
 
 struct hmm_device {
-	struct hmm__device *core;      /* embedded: the device model; else NULL */
+	struct hmm__device *core;      /* the device model (attached: for anonymous memory) */
 	struct hmm__attached *attached; /* attached to an hmmfs mount (attach.c) */
 	unsigned attached_index;       /* the mount's device */
 	uint32_t attached_type;        /* HMM_DEVICE_PRIVATE or _COHERENT */

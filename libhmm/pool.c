@@ -539,6 +539,59 @@ uint64_t hmm__pool_used(struct hmm__pool *p)
 	return used;
 }
 
+int hmm__pool_reserve(struct hmm__pool *p, uint64_t n)
+{
+	int err = -ENOSPC;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->capacity_pages - p->used_pages >= n) {
+		p->used_pages += n;
+		p->reserved_pages += n;
+		err = 0;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return err;
+}
+
+void hmm__pool_unreserve(struct hmm__pool *p, uint64_t n)
+{
+	pthread_mutex_lock(&p->lock);
+	HMM_ASSERT(n <= p->reserved_pages);
+	p->used_pages -= n;
+	p->reserved_pages -= n;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void hmm__pool_add_capacity(struct hmm__pool *p, uint64_t n)
+{
+	pthread_mutex_lock(&p->lock);
+	p->capacity_pages += n;
+	pthread_mutex_unlock(&p->lock);
+}
+
+uint64_t hmm__pool_trim_capacity(struct hmm__pool *p, uint64_t keep)
+{
+	uint64_t drop = 0;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->capacity_pages - p->used_pages > keep) {
+		drop = p->capacity_pages - p->used_pages - keep;
+		p->capacity_pages -= drop;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return drop;
+}
+
+uint64_t hmm__pool_capacity(struct hmm__pool *p)
+{
+	uint64_t pages;
+
+	pthread_mutex_lock(&p->lock);
+	pages = p->capacity_pages;
+	pthread_mutex_unlock(&p->lock);
+	return pages;
+}
+
 static void unmap_one(void *item, void *arg)
 {
 	struct hmm__pool *p = arg;

@@ -6,7 +6,8 @@
  * the daemon's moves invalidate the mirror first, other devices and the CPU
  * still bring pages back, read-only mappings stay read-only, kernels run
  * on the device memory, and a migration racing device reads never shows a
- * stale page.
+ * stale page.  Anonymous memory migrates to the mount's device too, held
+ * by the process but counted by the daemon.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
@@ -259,28 +260,206 @@ Test(attach, a_kernel_updates_a_mapped_file_in_device_memory)
 	close(fd);
 }
 
-Test(attach, bad_arguments_and_what_an_attached_device_cannot_do)
+Test(attach, bad_arguments_are_refused)
 {
 	struct hmm_device *dev;
 	struct hmm_device_stats st;
-	void *page;
-	char *anon;
 
 	cr_assert_eq(hmm_device_attach(NULL, 0, &dev), -EINVAL);
 	cr_assert_eq(hmm_device_attach(mnt.dir, 0, NULL), -EINVAL);
+	cr_assert_eq(hmm_device_attach(mnt.dir, HMM_ATTACH_OBSERVE, &dev), -EINVAL);
 	cr_assert_eq(hmm_device_attach("/proc", 0, &dev), -ENOTTY);
 	cr_assert_eq(hmm_device_attach(mnt.dir, 2, &dev), -ENODEV);
 	cr_assert_eq(hmm_device_attach(mp("nothing/here"), 0, &dev), -ENOENT);
 	cr_assert_eq(hmm_device_attach(mnt.dir, 0, &dev), 0);
 	cr_assert_eq(hmm_device_stats(dev, &st), 0);
 	cr_assert_eq(st.capacity, 16 << 20, "the daemon's device");
-	cr_assert_eq(hmm_device_page_alloc(dev, &page), -EOPNOTSUPP);
-	anon = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	anon[0] = 1;
-	cr_assert_eq(hmm_migrate_to_device(dev, anon, PAGE, NULL), -EOPNOTSUPP);
-	cr_assert_eq(anon[0], 1);
-	munmap(anon, PAGE);
+	cr_assert_eq(hmm_device_stats(dev, NULL), -EINVAL);
 	cr_assert_eq(hmm_device_destroy(dev), 0);
+}
+
+/* Bytes of device k's memory in use, as the daemon counts them. */
+static uint64_t daemon_used(unsigned k)
+{
+	struct hmm_device_info info;
+	int fd = open(mnt.dir, O_RDONLY | O_DIRECTORY);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(hmm_device_info(fd, k, &info), 0);
+	close(fd);
+	return info.used;
+}
+
+static unsigned char *anon_pattern(size_t len, int seed)
+{
+	unsigned char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	pattern_fill(p, len, 0, seed);
+	return p;
+}
+
+Test(attach, anonymous_memory_migrates_to_the_mounts_device_and_counts_there)
+{
+	enum { N = 64 };
+	unsigned char *anon = anon_pattern(N * PAGE, 11), buf[PAGE];
+	uint64_t before = daemon_used(0);
+	struct hmm_device_stats st0, st;
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+
+	attach(0, &dev, &m);
+	cr_assert_eq(hmm_device_stats(dev, &st0), 0);
+	cr_assert_eq(hmm_migrate_to_device(dev, anon, N * PAGE, NULL), 0);
+	cr_assert_geq(daemon_used(0), before + N * PAGE, "the device's memory is the mount's");
+	cr_assert_leq(daemon_used(0), before + (2 << 20), "reserved in 2 MiB steps at most");
+	cr_assert_eq(hmm_device_stats(dev, &st), 0);
+	cr_assert_eq(st.pages_in - st0.pages_in, N);
+	/* The device reads its own pages in place... */
+	cr_assert_eq(hmm_mirror_read(m, va(anon + 5 * PAGE), buf, PAGE), 0);
+	cr_assert_eq(pattern_check(buf, PAGE, 5 * PAGE, 11), -1);
+	cr_assert_eq(hmm_device_stats(dev, &st), 0);
+	cr_assert_eq(st.cpu_faults, st0.cpu_faults);
+	/* ...and the CPU brings every page back on touch, data intact. */
+	cr_assert_eq(pattern_check(anon, N * PAGE, 0, 11), -1);
+	cr_assert_eq(hmm_device_stats(dev, &st), 0);
+	cr_assert_eq(st.cpu_faults - st0.cpu_faults, N);
+	cr_assert_eq(daemon_used(0), before, "the reservation went with the last page");
+	/* Again, then the device goes with pages on it: they come back. */
+	cr_assert_eq(hmm_migrate_to_device(dev, anon, N * PAGE, NULL), 0);
+	cr_assert_gt(daemon_used(0), before);
+	detach(dev, m);
+	cr_assert_eq(daemon_used(0), before);
+	cr_assert_eq(pattern_check(anon, N * PAGE, 0, 11), -1);
+	munmap(anon, N * PAGE);
+}
+
+Test(attach, a_full_device_refuses_anonymous_memory_and_keeps_the_files_pages)
+{
+	size_t len = 16 << 20;
+	int fd = create_file("full");
+	unsigned char *anon = anon_pattern(4 * PAGE, 12);
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+
+	write_pattern(fd, 0, len, 3);
+	cr_assert_eq(hmm_file_migrate(fd, 0, 0, 0, NULL), 0);
+	cr_assert_eq(on_device(fd, 0), len / PAGE);
+	attach(0, &dev, &m);
+	cr_assert_eq(hmm_migrate_to_device(dev, anon, 4 * PAGE, NULL), -ENOSPC);
+	cr_assert_eq(on_device(fd, 0), len / PAGE, "no page of the file was evicted");
+	cr_assert_eq(pattern_check(anon, 4 * PAGE, 0, 12), -1);
+	/* Room made: now it fits. */
+	cr_assert_eq(hmm_file_migrate(fd, 0, PAGE * 4, HMM_LOC_HOST, NULL), 0);
+	cr_assert_eq(hmm_migrate_to_device(dev, anon, 4 * PAGE, NULL), 0);
+	cr_assert_eq(daemon_used(0), len, "the anonymous pages hold their room");
+	cr_assert_eq(pattern_check(anon, 4 * PAGE, 0, 12), -1);
+	detach(dev, m);
+	expect_pattern(fd, 0, len, 3);
+	close(fd);
+	munmap(anon, 4 * PAGE);
+}
+
+/* A thread moving its own anonymous buffer to the device and touching it
+ * back, round after round. */
+struct anon_mover {
+	struct hmm_device *dev;
+	unsigned char *buf;
+	int seed;
+	int err;         /* the first failure: -errno, or a round's number + 1 */
+};
+
+#define MOVER_PAGES 32
+#define MOVER_ROUNDS 40
+
+static void *anon_mover_main(void *arg)
+{
+	struct anon_mover *a = arg;
+
+	for (int r = 0; r < MOVER_ROUNDS && !a->err; r++) {
+		int err = hmm_migrate_to_device(a->dev, a->buf, MOVER_PAGES * PAGE, NULL);
+
+		if (err && err != -ENOSPC) {
+			a->err = err;
+			break;
+		}
+		/* Every page comes back on touch, then changes. */
+		if (pattern_check(a->buf, MOVER_PAGES * PAGE, 0, a->seed + r) != -1)
+			a->err = r + 1;
+		pattern_fill(a->buf, MOVER_PAGES * PAGE, 0, a->seed + r + 1);
+	}
+	return NULL;
+}
+
+Test(attach, anonymous_migrations_racing_file_migrations_keep_data_and_account_exactly)
+{
+	struct mapped_file f = map_file("race-anon", O_RDWR, PROT_READ | PROT_WRITE, 0);
+	uint64_t before = daemon_used(0) - on_device(f.fd, 0) * PAGE;
+	struct anon_mover a[2];
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+	pthread_t t[2];
+
+	attach(0, &dev, &m);
+	for (int i = 0; i < 2; i++) {
+		a[i] = (struct anon_mover){ dev, anon_pattern(MOVER_PAGES * PAGE, 20 * i), 20 * i, 0 };
+		cr_assert_eq(pthread_create(&t[i], NULL, anon_mover_main, &a[i]), 0);
+	}
+	for (int r = 0; r < 60; r++)
+		cr_assert_eq(hmm_file_migrate(f.fd, 0, 0, r % 2 ? 0 : HMM_LOC_HOST, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(pthread_join(t[i], NULL), 0);
+		cr_assert_eq(a[i].err, 0, "mover %d: %d", i, a[i].err);
+		cr_assert_eq(pattern_check(a[i].buf, MOVER_PAGES * PAGE, 0,
+					   20 * i + MOVER_ROUNDS), -1);
+		munmap(a[i].buf, MOVER_PAGES * PAGE);
+	}
+	expect_read_in_place(m, &f, LEN);
+	cr_assert_eq(daemon_used(0), before + on_device(f.fd, 0) * PAGE,
+		     "every reservation was given back");
+	detach(dev, m);
+	unmap_file(&f);
+}
+
+Test(attach, a_killed_process_gives_its_device_memory_back)
+{
+	uint64_t before = daemon_used(1);
+	int pipefd[2], status;
+	char c;
+	pid_t pid;
+
+	skip_under_tsan_if_children_start_threads();
+	cr_assert_eq(pipe(pipefd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		size_t len = 8 << 20;
+		struct hmm_device *dev;
+		unsigned char *anon = mmap(NULL, len, PROT_READ | PROT_WRITE,
+					   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (anon == MAP_FAILED)
+			_exit(1);
+		memset(anon, 9, len);
+		if (hmm_device_attach(mnt.dir, 1, &dev) ||
+		    hmm_migrate_to_device(dev, anon, len, NULL))
+			_exit(1);
+		if (write(pipefd[1], "m", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(1);
+	}
+	close(pipefd[1]);
+	cr_assert_eq(read(pipefd[0], &c, 1), 1, "the child could not migrate");
+	cr_assert_geq(daemon_used(1), before + (8 << 20));
+	kill(pid, SIGKILL);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	close(pipefd[0]);
+	/* The daemon sees the session end shortly after the death. */
+	for (int i = 0; i < 500 && daemon_used(1) != before; i++)
+		usleep(10000);
+	cr_assert_eq(daemon_used(1), before);
 }
 
 static int attach_fails(const char *path)
@@ -294,6 +473,72 @@ static int attach_fails(const char *path)
 	}
 	hmm_device_destroy(dev);
 	return 0;
+}
+
+/*
+ * A driver allocating device memory under its own lock, while the daemon
+ * invalidates a file whose callback needs that lock: the allocation's
+ * answer from the daemon must not wait behind that invalidation.
+ */
+struct driver {
+	pthread_mutex_t lock;
+	bool entered; /* atomic: the callback is waiting for the lock */
+	int fd;
+	int err;
+};
+
+static bool driver_invalidate(struct hmm_interval_notifier *sub,
+			      const struct hmm_notifier_range *r, uint64_t seq)
+{
+	struct driver *d = hmm_interval_notifier_priv(sub);
+
+	(void)r;
+	hmm_interval_set_seq(sub, seq);
+	__atomic_store_n(&d->entered, true, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&d->lock);
+	pthread_mutex_unlock(&d->lock);
+	return true;
+}
+
+static const struct hmm_interval_notifier_ops driver_ops = { .invalidate = driver_invalidate };
+
+static void *migrate_to_host(void *arg)
+{
+	struct driver *d = arg;
+
+	d->err = hmm_file_migrate(d->fd, 0, 0, HMM_LOC_HOST, NULL);
+	return NULL;
+}
+
+Test(attach, a_driver_allocating_under_its_lock_is_not_blocked_by_an_invalidation)
+{
+	struct mapped_file f = map_file("drv", O_RDWR, PROT_READ | PROT_WRITE, 0);
+	struct driver d = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = f.fd };
+	struct hmm_interval_notifier *sub;
+	unsigned char buf[PAGE];
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+	pthread_t t;
+	void *page;
+
+	attach(0, &dev, &m);
+	/* The mirror has met the file: its invalidations now come here. */
+	cr_assert_eq(hmm_mirror_read(m, va(f.p), buf, PAGE), 0);
+	cr_assert_eq(hmm_interval_notifier_insert(va(f.p), LEN, &driver_ops, &d, &sub), 0);
+	pthread_mutex_lock(&d.lock);
+	cr_assert_eq(pthread_create(&t, NULL, migrate_to_host, &d), 0);
+	while (!__atomic_load_n(&d.entered, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	/* The daemon waits for our answer; we ask it for memory. */
+	cr_assert_eq(hmm_device_page_alloc(dev, &page), 0);
+	pthread_mutex_unlock(&d.lock);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(d.err, 0, "the migration: %s", strerror(-d.err));
+	hmm_device_page_free(dev, page);
+	hmm_interval_notifier_remove(sub);
+	detach(dev, m);
+	expect_pattern(f.fd, 0, LEN, 7);
+	unmap_file(&f);
 }
 
 Test(attach, another_user_is_refused)

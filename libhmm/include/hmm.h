@@ -136,7 +136,8 @@ struct hmm_residency {
  * @dma_engines: DMA engines.
  * @dma_bw: bytes per second per engine, 0 if unthrottled.
  * @dma_latency_ns: added to each transfer.
- * @capacity: bytes of memory.  @used: bytes in use.
+ * @capacity: bytes of memory.  @used: bytes in use: files' pages, and
+ *        the anonymous memory attached processes reserved on it.
  * @pages_in, @bytes_in: migrated to the device.
  * @pages_out, @bytes_out: migrated away from it (evictions included).
  * @cpu_faults: CPU accesses served by moving a page back to host RAM.
@@ -631,16 +632,21 @@ int hmm_device_destroy(struct hmm_device *dev);
  * is opened again through the mapping's path, with the mapping's access,
  * so the kernel checks that this process may).  When the daemon moves or
  * frees such a page, the mirror is invalidated first (HMM_NOTIFY_MIGRATE
- * with no owner: the change is the daemon's, never this driver's own).  Any other device, and the CPU, bring the page back first,
- * as with the kernel's device-private pages.  Compute units: one per CPU.
- * The device's anonymous memory is not available to this process:
- * hmm_device_page_alloc(), hmm_device_dma() and migrating anonymous memory
- * to it fail with -EOPNOTSUPP.  hmm_device_stats() reports the daemon's
- * counters of the device.
+ * with no owner: the change is the daemon's, never this driver's own).
+ * Any other device, and the CPU, bring the page back first, as with the
+ * kernel's device-private pages.  Compute units: one per CPU.
+ * This process's private anonymous memory migrates to the device as to an
+ * embedded one (hmm_migrate_vma_setup(), hmm_device_page_alloc(),
+ * hmm_device_dma()): the pages stay in this process, moved by a DMA engine
+ * with the mount's settings, but the daemon counts them as used on the
+ * device (reserved in 2 MiB steps) and refuses them, -ENOSPC, when it is
+ * full; files' pages are not evicted for them.  hmm_device_stats() reports
+ * the daemon's capacity and use of the device, and its counters plus this
+ * process's anonymous pages moved.
  *
  * Context: any.
- * Return: 0; -EINVAL (NULL); -ENOTTY (not on hmmfs); -ENODEV (no such
- * device); -EACCES (the mount's attach= option refuses this user); -EPROTO
+ * Return: 0; -EINVAL (NULL, or @index is HMM_ATTACH_OBSERVE); -ENOTTY (not
+ * on hmmfs); -ENODEV (no such device); -EACCES (the mount's attach= option refuses this user); -EPROTO
  * (the mount's page size is below the system's, or the daemon answered
  * wrongly); -ENOMEM; or another -errno from opening @path or the socket.
  */
@@ -1037,8 +1043,11 @@ void hmm_migrate_vma_pages(struct hmm_migrate_vma *args);
 void hmm_migrate_vma_finalize(struct hmm_migrate_vma *args);
 
 /**
- * hmm_device_page_alloc() - a page of an embedded device's memory, for
- * migration destinations.  Return: 0; -EINVAL; -ENOSPC (the device is full).
+ * hmm_device_page_alloc() - a page of the device's memory, for migration
+ * destinations.  On a device of an hmmfs mount the page is reserved from
+ * the daemon (hmm_device_attach()).
+ * Return: 0; -EINVAL; -ENOSPC (the device is full); -ENOMEM; for a device
+ * of a mount, -ECONNRESET (its daemon is gone) or -EPROTO.
  */
 int hmm_device_page_alloc(struct hmm_device *dev, void **page);
 /** hmm_device_page_free() - give back a page hmm_device_page_alloc() gave. */
@@ -1058,7 +1067,8 @@ int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src, size_t le
  * @moved: if not NULL, the number of pages that moved.
  * Return: 0; -ENOENT (some pages could not move: shared, file-backed or
  * unmapped memory, or pages used by another process); -ENOSPC (the device
- * is full; the pages that fit moved); -EINVAL, -EOPNOTSUPP, -ENOMEM.
+ * is full; the pages that fit moved); -EINVAL, -EOPNOTSUPP, -ENOMEM; or
+ * another error of hmm_device_page_alloc() (the pages before it moved).
  */
 int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t len, uint64_t *moved);
 /**
