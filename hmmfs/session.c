@@ -90,6 +90,7 @@ struct token {
 	uid_t uid;
 	pid_t tgid;
 	time_t expires;
+	unsigned index;            /* TOKEN_ATTACH: the device, or HMM_ATTACH_OBSERVE */
 	/* TOKEN_GRANT only: */
 	struct hmmfs_inode *inode; /* pinned until redeemed or expired */
 	unsigned device;
@@ -109,6 +110,7 @@ struct session {
 	int fd;
 	uid_t uid;
 	pid_t tgid;
+	unsigned index;            /* the device attached, or HMM_ATTACH_OBSERVE */
 	pthread_t thread;
 	struct grant *grants;      /* protected by sessions.lock */
 	uint64_t next_grant;       /* the reader's own */
@@ -299,14 +301,20 @@ static struct token *token_take(enum token_kind kind, const uint64_t *words, uid
 	return found;
 }
 
-/* The checks both ioctls start with.  Return: 0, -EINVAL, -ENODEV, -EACCES. */
+/*
+ * The checks both ioctls start with.  Observing is open to anyone who can
+ * open a file of the mount, whatever attach= says: it maps no memory and
+ * tells only of changes to files the observer has open (a grant needs the
+ * open file), which it could make itself.
+ * Return: 0, -EINVAL, -ENODEV, -EACCES.
+ */
 static int check_request(fuse_req_t req, uint32_t flags, uint32_t index)
 {
 	if (flags)
 		return -EINVAL;
 	if ((index != HMM_ATTACH_OBSERVE && index >= hmmfs.ndevices) || !sessions.started)
 		return -ENODEV;
-	return may_attach(req);
+	return index == HMM_ATTACH_OBSERVE ? 0 : may_attach(req);
 }
 
 void hmmfs_session_ioctl_attach(fuse_req_t req, const struct hmm_attach *in)
@@ -322,6 +330,7 @@ void hmmfs_session_ioctl_attach(fuse_req_t req, const struct hmm_attach *in)
 	memset(&out, 0, sizeof(out));
 	if (!err) {
 		t->kind = TOKEN_ATTACH;
+		t->index = in->index;
 		err = token_issue(req, t, out.token);
 	}
 	if (err) {
@@ -539,7 +548,8 @@ static int session_reserve(struct session *s, const struct hmm__msg *req)
 	uint64_t d = req->arg[0], bytes = req->arg[1], before, after;
 	struct hmm__pool *pool;
 
-	if (d >= hmmfs.ndevices || !bytes) {
+	/* Only a session attached to the device, not an observer's. */
+	if (d != s->index || d >= hmmfs.ndevices || !bytes) {
 		if (req->type == HMM__MSG_UNRESERVE)
 			return -EPROTO;
 		reply.status = -EINVAL;
@@ -582,6 +592,8 @@ static int session_hello(struct session *s)
 		t = token_take(TOKEN_ATTACH, msg.token, s->uid, s->tgid);
 		if (!t)
 			err = -EACCES;
+		else
+			s->index = t->index;
 	}
 	token_free(t);
 	reply.status = err;

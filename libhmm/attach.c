@@ -36,10 +36,9 @@
  * process truncates the file.  So the first range fault over a mapping of
  * a file of an hmmfs mount opens an observing session with the mount
  * (HMM_ATTACH_OBSERVE: no device, a grant of each file met, nothing
- * mapped); its invalidations reach every mirror the same way.  A mount
- * whose attach= option refuses this user is not observed: its files'
- * changes are not told, and a device access to a page gone from the CPU
- * faults it in again or gets -EFAULT (a kernel's load, SIGBUS).
+ * mapped); its invalidations reach every mirror the same way.  Anyone who
+ * can open a file of the mount may observe it, whatever its attach= option
+ * says (observing maps no memory).
  *
  * Anonymous memory.  Pages of this process's private anonymous memory that
  * migrate to the attached device (hmm_migrate_vma_*) stay in this process:
@@ -583,7 +582,7 @@ static void unobservable(dev_t dev)
 }
 
 /* An observer of the mount that path is on, or NULL if it cannot be had
- * (not hmmfs, or attach= refuses us).  Context: observers.lock. */
+ * (not hmmfs, or a daemon without sessions).  Context: observers.lock. */
 static struct hmm__attached *observer_new(const char *path, dev_t dev)
 {
 	struct hmm__attached *a;

@@ -133,6 +133,70 @@ Test(session, another_user_is_refused_unless_the_mount_says_attach_all)
 	assert_nobody_gets(try_attach, mnt.dir, EACCES);
 }
 
+/* For as_nobody(): observe the mount at path and get a grant of a file. */
+static int try_observe(const char *path)
+{
+	struct hmm__client *c;
+	char file[PATH_MAX];
+	int fd, err;
+
+	err = hmm__client_attach(path, HMM_ATTACH_OBSERVE, NULL, NULL, &c);
+	if (!err) {
+		snprintf(file, sizeof(file), "%s/pub", path);
+		fd = open(file, O_RDONLY);
+		err = fd < 0 ? -errno : hmm__client_grant(c, fd, NULL, NULL, NULL);
+		if (fd >= 0)
+			close(fd);
+		hmm__client_detach(c);
+	}
+	if (err) {
+		errno = -err;
+		return -1;
+	}
+	return 0;
+}
+
+Test(session, another_user_may_observe_the_files_it_can_open)
+{
+	int fd = file_on("pub", HMM_LOC_HOST, O_RDWR);
+
+	skip_under_tsan_if_children_start_threads();
+	cr_assert_eq(fchmod(fd, 0644), 0);
+	assert_nobody_gets(try_observe, mnt.dir, 0);
+	close(fd);
+}
+
+Test(session, an_observer_cannot_reserve_device_memory)
+{
+	int fd = open(mnt.dir, O_RDONLY | O_DIRECTORY);
+	struct hmm_attach a = { .index = HMM_ATTACH_OBSERVE };
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct hmm__msg msg = { .type = HMM__MSG_HELLO }, reply;
+	struct hmm_device_info before = { .index = 0 }, after = { .index = 0 };
+	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), rfd;
+
+	cr_assert_eq(ioctl(fd, HMM_IOC_ATTACH, &a), 0, "%m");
+	cr_assert_eq(ioctl(fd, HMM_IOC_DEVICE_INFO, &before), 0);
+	memcpy(addr.sun_path + 1, a.socket, strlen(a.socket));
+	cr_assert_eq(connect(sock, (struct sockaddr *)&addr,
+			     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+					 strlen(a.socket))), 0);
+	memcpy(msg.token, a.token, sizeof(msg.token));
+	cr_assert_eq(hmm__msg_send(sock, &msg, -1), 0);
+	cr_assert_eq(hmm__msg_recv(sock, &reply, &rfd), 0);
+	cr_assert_eq(reply.status, 0);
+	/* Device memory for a session that attached no device: refused. */
+	msg = (struct hmm__msg){ .type = HMM__MSG_RESERVE, .seq = 1, .arg = { 0, 1 << 20 } };
+	cr_assert_eq(hmm__msg_send(sock, &msg, -1), 0);
+	cr_assert_eq(hmm__msg_recv(sock, &reply, &rfd), 0);
+	cr_assert_eq(reply.type, HMM__MSG_RESERVED);
+	cr_assert_eq(reply.status, -EINVAL);
+	cr_assert_eq(ioctl(fd, HMM_IOC_DEVICE_INFO, &after), 0);
+	cr_assert_eq(after.used, before.used, "nothing was reserved");
+	close(sock);
+	close(fd);
+}
+
 Test(session_all, with_attach_all_another_user_attaches)
 {
 	skip_under_tsan_if_children_start_threads();

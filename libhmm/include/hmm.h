@@ -222,7 +222,8 @@ struct hmm_file_stat {
  * HMM_ATTACH_OBSERVE - the index, for HMM_IOC_ATTACH and HMM_IOC_GRANT, of
  * no device: a session that only hears of the daemon's changes to the
  * files it was granted (their invalidations), with no device memory; it
- * works on a mount without devices too.
+ * works on a mount without devices too, and for anyone who can open a file
+ * of the mount, whatever its attach= option says.
  */
 #define HMM_ATTACH_OBSERVE UINT32_MAX
 
