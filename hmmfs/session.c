@@ -80,6 +80,10 @@
  * daemon hold more than this much for it. */
 #define MAX_TOKENS 256
 #define MAX_SESSIONS 1024
+/* Tokens pending, and sessions open, of one user other than the mount's
+ * owner and root: anyone who can open a file may observe, and must not be
+ * able to take every token or session from the others. */
+#define MAX_PER_USER 64
 
 enum token_kind { TOKEN_ATTACH, TOKEN_GRANT };
 
@@ -119,6 +123,7 @@ struct session {
 	uint64_t inval_acked;      /* the last answered; sessions.lock */
 	unsigned refs;             /* invalidations using it; sessions.lock */
 	bool ended;                /* the reader is done; sessions.lock */
+	bool welcomed;             /* its token was good; sessions.lock */
 	/* Bytes of each device's memory reserved (RESERVE), held in its pool
 	 * as whole pages; the reader's own. */
 	uint64_t reserved[HMMFS_MAX_DEVICES];
@@ -204,6 +209,22 @@ static int may_attach(fuse_req_t req)
 	return -EACCES;
 }
 
+/* Whether uid is held to MAX_PER_USER. */
+static bool per_user_limited(uid_t uid)
+{
+	return uid != 0 && uid != sessions.owner;
+}
+
+/* Tokens pending for uid.  Context: sessions.lock held. */
+static unsigned tokens_of_locked(uid_t uid)
+{
+	unsigned n = 0;
+
+	for (struct token *t = sessions.tokens; t; t = t->next)
+		n += t->uid == uid;
+	return n;
+}
+
 /* Drop expired tokens.  Context: sessions.lock held; returns the grant
  * tokens' inodes and descriptors to release through *dead. */
 static void expire_locked(struct token **dead)
@@ -259,7 +280,8 @@ static int token_issue(fuse_req_t req, struct token *t, uint64_t *words)
 	t->expires = time(NULL) + TOKEN_SECONDS;
 	pthread_mutex_lock(&sessions.lock);
 	expire_locked(&dead);
-	if (sessions.ntokens >= MAX_TOKENS) {
+	if (sessions.ntokens >= MAX_TOKENS ||
+	    (per_user_limited(t->uid) && tokens_of_locked(t->uid) >= MAX_PER_USER)) {
 		err = -EAGAIN;
 	} else {
 		t->next = sessions.tokens;
@@ -596,6 +618,18 @@ static int session_hello(struct session *s)
 			s->index = t->index;
 	}
 	token_free(t);
+	if (!err) {
+		unsigned mine = 0;
+
+		pthread_mutex_lock(&sessions.lock);
+		for (struct session *o = sessions.sessions; o; o = o->next)
+			mine += o->welcomed && o->uid == s->uid;
+		if (per_user_limited(s->uid) && mine >= MAX_PER_USER)
+			err = -EAGAIN;
+		else
+			s->welcomed = true;
+		pthread_mutex_unlock(&sessions.lock);
+	}
 	reply.status = err;
 	reply.arg[0] = hmmfs.page_size;
 	reply.arg[1] = hmmfs.ndevices;

@@ -166,6 +166,79 @@ Test(session, another_user_may_observe_the_files_it_can_open)
 	close(fd);
 }
 
+/* Connect to the daemon's socket name and say hello with token; the
+ * connection stays open.  Return: the socket, or -1 with *status the
+ * welcome's status (or -ECONNRESET). */
+static int hello(const char *name, const uint64_t *token, int *status)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct hmm__msg msg = { .type = HMM__MSG_HELLO }, reply;
+	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), fd = -1;
+
+	memcpy(addr.sun_path + 1, name, strlen(name));
+	memcpy(msg.token, token, sizeof(msg.token));
+	*status = -ECONNRESET;
+	if (connect(sock, (struct sockaddr *)&addr,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name))) == 0 &&
+	    hmm__msg_send(sock, &msg, -1) == 0 && hmm__msg_recv(sock, &reply, &fd) == 0)
+		*status = reply.status;
+	if (fd >= 0)
+		close(fd);
+	if (*status) {
+		close(sock);
+		return -1;
+	}
+	return sock;
+}
+
+#define PER_USER 64
+
+/* For as_nobody(): another user gets PER_USER observing sessions and no
+ * more, then PER_USER tokens and no more.  Fails with EPROTO otherwise. */
+static int take_every_session(const char *path)
+{
+	struct hmm_attach a = { .index = HMM_ATTACH_OBSERVE };
+	int fd = open(path, O_RDONLY | O_DIRECTORY), socks[PER_USER], st = 0, ok = 1;
+
+	if (fd < 0)
+		return -1;
+	for (int i = 0; i < PER_USER && ok; i++) {
+		ok = ioctl(fd, HMM_IOC_ATTACH, &a) == 0 &&
+		     (socks[i] = hello(a.socket, a.token, &st)) >= 0;
+		if (!ok) {
+			errno = EPROTO;
+			return -1;
+		}
+	}
+	/* One more session: refused at its hello. */
+	if (ioctl(fd, HMM_IOC_ATTACH, &a) || hello(a.socket, a.token, &st) >= 0 ||
+	    st != -EAGAIN)
+		ok = 0;
+	/* Tokens: PER_USER pending, then EAGAIN. */
+	for (int i = 0; i < PER_USER && ok; i++)
+		ok = ioctl(fd, HMM_IOC_ATTACH, &a) == 0;
+	if (ok && (ioctl(fd, HMM_IOC_ATTACH, &a) == 0 || errno != EAGAIN))
+		ok = 0;
+	for (int i = 0; i < PER_USER; i++)
+		close(socks[i]);
+	close(fd);
+	if (!ok) {
+		errno = EPROTO;
+		return -1;
+	}
+	return 0;
+}
+
+Test(session, another_user_holds_at_most_its_share_of_sessions_and_tokens)
+{
+	struct hmm__client *c;
+
+	assert_nobody_gets(take_every_session, mnt.dir, 0);
+	/* The owner is not held to it. */
+	cr_assert_eq(hmm__client_attach(mnt.dir, 0, NULL, NULL, &c), 0);
+	hmm__client_detach(c);
+}
+
 Test(session, an_observer_cannot_reserve_device_memory)
 {
 	int fd = open(mnt.dir, O_RDONLY | O_DIRECTORY);
