@@ -84,6 +84,10 @@
  * owner and root: anyone who can open a file may observe, and must not be
  * able to take every token or session from the others. */
 #define MAX_PER_USER 64
+/* Grants one session of such a user may hold. */
+#define MAX_GRANTS_PER_USER_SESSION 1024
+/* How long a message to a client may wait for room in its socket. */
+#define SEND_SECONDS 1
 
 enum token_kind { TOKEN_ATTACH, TOKEN_GRANT };
 
@@ -118,6 +122,7 @@ struct session {
 	pthread_t thread;
 	struct grant *grants;      /* protected by sessions.lock */
 	uint64_t next_grant;       /* the reader's own */
+	unsigned ngrants;          /* grants filed; the reader's own */
 	pthread_mutex_t send_lock;
 	uint64_t inval_sent;       /* INVALs numbered so far; send_lock */
 	uint64_t inval_acked;      /* the last answered; sessions.lock */
@@ -523,15 +528,17 @@ static int session_grant(struct session *s, const struct hmm__msg *req)
 {
 	struct hmm__msg reply = { .type = HMM__MSG_GRANTED, .seq = req->seq };
 	struct token *t = token_take(TOKEN_GRANT, req->token, s->uid, s->tgid);
+	bool full = per_user_limited(s->uid) && s->ngrants >= MAX_GRANTS_PER_USER_SESSION;
 	struct grant *g;
 	int err;
 
-	g = t ? calloc(1, sizeof(*g)) : NULL;
+	g = t && !full ? calloc(1, sizeof(*g)) : NULL;
 	if (!g) {
-		reply.status = t ? -ENOMEM : -EACCES;
+		reply.status = !t ? -EACCES : full ? -EAGAIN : -ENOMEM;
 		token_free(t);
 		return session_send(s, &reply, -1);
 	}
+	s->ngrants++;
 	g->inode = t->inode; /* the token's pin and share become the grant's */
 	g->device = t->device;
 	g->id = ++s->next_grant;
@@ -710,6 +717,8 @@ static void *session_main(void *arg)
 
 static void *acceptor_main(void *arg)
 {
+	const struct timeval send_timeout = { SEND_SECONDS, 0 };
+
 	(void)arg;
 	for (;;) {
 		struct pollfd p[2] = { { sessions.listen_fd, POLLIN, 0 },
@@ -735,6 +744,9 @@ static void *acceptor_main(void *arg)
 			close(fd);
 			continue;
 		}
+		/* A client that stops reading must not hold the daemon: a send
+		 * that cannot go out within SEND_SECONDS ends the session. */
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
 		s->fd = fd;
 		s->uid = cred.uid;
 		s->tgid = cred.pid;

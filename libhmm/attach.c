@@ -110,6 +110,7 @@ struct afile {
 
 struct hmm__attached {
 	struct hmm__client *client;
+	pid_t pid;             /* the process whose session it is (see foreign()) */
 	bool observer;         /* observes the mount; no device of ours */
 	int ctl_fd;            /* the path attached through, for device info */
 	struct hmm_device *dev;
@@ -127,6 +128,19 @@ static struct {
 	struct hmm__attached *list;
 	bool any;              /* atomic: list is not empty */
 } attached_list = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/*
+ * In a child of fork(), a device attached by the parent is the parent's:
+ * its session's socket is shared, and its threads are not here.  The child
+ * must neither talk on it (answers would reach the parent, reservations be
+ * charged to it) nor end it: its device sees no device pages of files
+ * (they fault back), reserves nothing (-ECONNRESET), and destroying it
+ * only forgets the session.
+ */
+static bool foreign(const struct hmm__attached *a)
+{
+	return getpid() != a->pid;
+}
 
 static struct hmm__attached *find_owner(const void *owner)
 {
@@ -303,7 +317,7 @@ int hmm__attached_lookup(const void *owner, const struct hmm__attached_vma *v, u
 	int fd, err = 0;
 
 	memset(out, 0, n * sizeof(*out));
-	if (!a || !n || makedev(v->dev_major, v->dev_minor) != a->mount_dev)
+	if (!a || !n || makedev(v->dev_major, v->dev_minor) != a->mount_dev || foreign(a))
 		return 0;
 	mps = a->page_size;
 	pthread_mutex_lock(&a->lock);
@@ -401,6 +415,7 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 		return err;
 	}
 	a->ctl_fd = fd;
+	a->pid = getpid();
 	a->dev = dev;
 	a->mount_dev = st.st_dev;
 	a->capacity = info.capacity;
@@ -473,7 +488,10 @@ void hmm__attached_detach(struct hmm__attached *a)
 	__atomic_store_n(&attached_list.any, attached_list.list != NULL, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&attached_list.lock);
 	/* No invalidation can come any more; then the memory goes. */
-	hmm__client_detach(a->client);
+	if (foreign(a))
+		hmm__client_forget(a->client);
+	else
+		hmm__client_detach(a->client);
 	records_free(a);
 	close(a->ctl_fd);
 	pthread_mutex_destroy(&a->lock);
@@ -485,6 +503,8 @@ int hmm__attached_reserve(struct hmm__attached *a, struct hmm__pool *pool, uint6
 	uint64_t ps = pool->page_size, step = RESERVE_STEP / ps, got = n;
 	int err = -ENOSPC;
 
+	if (foreign(a))
+		return -ECONNRESET;
 	if (n < step) {
 		err = hmm__client_reserve(a->client, step * ps);
 		if (!err)
@@ -502,11 +522,13 @@ void hmm__attached_trim(struct hmm__attached *a, struct hmm__pool *pool)
 	uint64_t ps = pool->page_size, step = RESERVE_STEP / ps;
 	uint64_t used = hmm__pool_used(pool), drop;
 
-	if (used && hmm__pool_capacity(pool) - used <= 2 * step)
+	if (foreign(a) || (used && hmm__pool_capacity(pool) - used <= 2 * step))
 		return;
 	drop = hmm__pool_trim_capacity(pool, used ? step : 0);
-	if (drop)
-		hmm__client_unreserve(a->client, drop * ps);
+	/* Not sent: the daemon still counts it, so the pool keeps it. */
+	if (drop && hmm__client_unreserve(a->client, drop * ps) &&
+	    hmm__client_alive(a->client))
+		hmm__pool_add_capacity(pool, drop);
 }
 
 int hmm__attached_stats(struct hmm__attached *a, unsigned index, struct hmm_device_stats *st)
@@ -597,6 +619,7 @@ static struct hmm__attached *observer_new(const char *path, dev_t dev)
 		return NULL;
 	/* An observer must not keep the mount busy: nothing stays open. */
 	a->observer = true;
+	a->pid = getpid();
 	a->ctl_fd = -1;
 	a->mount_dev = dev;
 	a->page_size = (size_t)sfs.f_bsize;

@@ -197,10 +197,11 @@ static void *reader_main(void *arg)
 			struct inval *v = malloc(sizeof(*v));
 
 			if (!v) {
-				/* No memory to queue it: run it here. */
-				if (invalidate(c, &msg))
-					break;
-				continue;
+				/* No memory to queue it.  Running it here could
+				 * answer it before older ones and wait on a lock
+				 * a requester holds: end the session instead. */
+				shutdown(c->sock, SHUT_RDWR);
+				break;
 			}
 			v->next = NULL;
 			v->msg = msg;

@@ -51,7 +51,11 @@
 static inline void *hmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd,
 				  off_t off)
 {
+#ifdef SYS_mmap2 /* 32-bit: SYS_mmap is old_mmap, or absent; offset in 4 KiB units */
+	return (void *)syscall(SYS_mmap2, addr, len, prot, flags, fd, (long)(off >> 12));
+#else
 	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+#endif
 }
 
 static inline int hmm__sys_munmap(void *addr, size_t len)
@@ -150,7 +154,8 @@ struct hmm__chunk;
 struct hmm__pool {
 	size_t page_size;        /* bytes per page: power of two, >= system page */
 	size_t chunk_size;       /* bytes per chunk: multiple of page_size */
-	uint64_t capacity_pages; /* fixed at init */
+	uint64_t capacity_pages; /* fixed at init; a pool backed by a reservation
+				  * (attach.c) changes it under lock */
 	int numa_node;           /* node to bind chunks to, or -1 */
 
 	pthread_mutex_t lock;

@@ -422,6 +422,44 @@ Test(attach, anonymous_migrations_racing_file_migrations_keep_data_and_account_e
 	unmap_file(&f);
 }
 
+Test(attach, a_forked_child_leaves_the_parents_session_alone)
+{
+	unsigned char *anon = anon_pattern(8 * PAGE, 31), *mine = anon_pattern(8 * PAGE, 32);
+	uint64_t before = daemon_used(0);
+	struct hmm_device *dev;
+	int status;
+	pid_t pid;
+
+	skip_under_tsan_if_children_start_threads();
+	cr_assert_eq(hmm_device_attach(mnt.dir, 0, &dev), 0);
+	cr_assert_eq(hmm_migrate_to_device(dev, anon, 8 * PAGE, NULL), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		/* The session is the parent's: no memory for the child from it.
+		 * (The pages are written first: shared copy-on-write ones do
+		 * not move.) */
+		int err;
+
+		pattern_fill(mine, 8 * PAGE, 0, 33);
+		err = hmm_migrate_to_device(dev, mine, 8 * PAGE, NULL);
+		if (err != -ECONNRESET)
+			_exit(100 + (-err & 0x7f));
+		_exit(pattern_check(mine, 8 * PAGE, 0, 33) == -1 ? 0 : 1);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %#x", status);
+	/* The parent's session goes on. */
+	cr_assert_eq(hmm_migrate_to_device(dev, mine, 8 * PAGE, NULL), 0);
+	cr_assert_gt(daemon_used(0), before);
+	cr_assert_eq(pattern_check(anon, 8 * PAGE, 0, 31), -1);
+	cr_assert_eq(pattern_check(mine, 8 * PAGE, 0, 32), -1);
+	cr_assert_eq(hmm_device_destroy(dev), 0);
+	cr_assert_eq(daemon_used(0), before);
+	munmap(anon, 8 * PAGE);
+	munmap(mine, 8 * PAGE);
+}
+
 Test(attach, a_killed_process_gives_its_device_memory_back)
 {
 	uint64_t before = daemon_used(1);
