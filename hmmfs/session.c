@@ -129,9 +129,9 @@ struct session {
 	unsigned refs;             /* invalidations using it; sessions.lock */
 	bool ended;                /* the reader is done; sessions.lock */
 	bool welcomed;             /* its token was good; sessions.lock */
-	/* Bytes of each device's memory reserved (RESERVE), held in its pool
-	 * as whole pages; the reader's own. */
-	uint64_t reserved[HMMFS_MAX_DEVICES];
+	/* Bytes of its device's memory reserved (RESERVE), held in the
+	 * device's pool as whole pages; the reader's own. */
+	uint64_t reserved;
 };
 
 static struct {
@@ -227,6 +227,16 @@ static unsigned tokens_of_locked(uid_t uid)
 
 	for (struct token *t = sessions.tokens; t; t = t->next)
 		n += t->uid == uid;
+	return n;
+}
+
+/* Sessions of uid that presented a good token.  Context: sessions.lock held. */
+static unsigned sessions_of_locked(uid_t uid)
+{
+	unsigned n = 0;
+
+	for (struct session *s = sessions.sessions; s; s = s->next)
+		n += s->welcomed && s->uid == uid;
 	return n;
 }
 
@@ -585,22 +595,22 @@ static int session_reserve(struct session *s, const struct hmm__msg *req)
 		return session_send(s, &reply, -1);
 	}
 	pool = &hmmfs.devices[d]->pool;
-	before = bytes_to_pages(s->reserved[d]);
+	before = bytes_to_pages(s->reserved);
 	if (req->type == HMM__MSG_UNRESERVE) {
-		if (bytes > s->reserved[d])
+		if (bytes > s->reserved)
 			return -EPROTO;
-		s->reserved[d] -= bytes;
-		hmm__pool_unreserve(pool, before - bytes_to_pages(s->reserved[d]));
+		s->reserved -= bytes;
+		hmm__pool_unreserve(pool, before - bytes_to_pages(s->reserved));
 		return 0;
 	}
-	if (bytes > pool->capacity_pages * hmmfs.page_size - s->reserved[d]) {
+	if (bytes > pool->capacity_pages * hmmfs.page_size - s->reserved) {
 		reply.status = -ENOSPC;
 		return session_send(s, &reply, -1);
 	}
-	after = bytes_to_pages(s->reserved[d] + bytes);
+	after = bytes_to_pages(s->reserved + bytes);
 	reply.status = hmm__pool_reserve(pool, after - before);
 	if (!reply.status)
-		s->reserved[d] += bytes;
+		s->reserved += bytes;
 	return session_send(s, &reply, -1);
 }
 
@@ -626,12 +636,8 @@ static int session_hello(struct session *s)
 	}
 	token_free(t);
 	if (!err) {
-		unsigned mine = 0;
-
 		pthread_mutex_lock(&sessions.lock);
-		for (struct session *o = sessions.sessions; o; o = o->next)
-			mine += o->welcomed && o->uid == s->uid;
-		if (per_user_limited(s->uid) && mine >= MAX_PER_USER)
+		if (per_user_limited(s->uid) && sessions_of_locked(s->uid) >= MAX_PER_USER)
 			err = -EAGAIN;
 		else
 			s->welcomed = true;
@@ -672,10 +678,8 @@ static void session_end(struct session *s)
 		free(g);
 		g = next;
 	}
-	for (unsigned d = 0; d < hmmfs.ndevices; d++)
-		if (s->reserved[d])
-			hmm__pool_unreserve(&hmmfs.devices[d]->pool,
-					    bytes_to_pages(s->reserved[d]));
+	if (s->reserved) /* only a session attached to a device has any */
+		hmm__pool_unreserve(&hmmfs.devices[s->index]->pool, bytes_to_pages(s->reserved));
 	close(s->fd);
 	pthread_mutex_destroy(&s->send_lock);
 	free(s);

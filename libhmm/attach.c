@@ -422,16 +422,11 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 	a->page_size = info.page_size;
 	pthread_mutex_init(&a->lock, NULL);
 	err = hmm__client_attach(path, index, attached_inval, a, &a->client);
-	if (err) {
-		close(fd);
-		pthread_mutex_destroy(&a->lock);
-		free(a);
-		free(dev);
-		return err;
-	}
+	if (err)
+		goto fail;
 	core.type = info.type == HMM_DEVICE_COHERENT ? HMM__DEVICE_COHERENT : HMM__DEVICE_PRIVATE;
 	core.capacity = 0; /* what the daemon reserves (hmm__attached_reserve) */
-	core.page_size = (size_t)sysconf(_SC_PAGESIZE);
+	core.page_size = (size_t)hmm__sys_page_size();
 	core.numa_node = hmm__numa_node_exists(info.numa_node) ? info.numa_node : -1;
 	core.dma_engines = info.dma_engines ? info.dma_engines : 1;
 	core.dma_bw = info.dma_bw;
@@ -439,11 +434,7 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 	err = hmm__device_create(0, &core, &dev->core);
 	if (err) {
 		hmm__client_detach(a->client);
-		close(fd);
-		pthread_mutex_destroy(&a->lock);
-		free(a);
-		free(dev);
-		return err;
+		goto fail;
 	}
 	dev->attached = a;
 	dev->attached_index = index;
@@ -457,6 +448,13 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 	pthread_mutex_unlock(&attached_list.lock);
 	*out = dev;
 	return 0;
+
+fail:
+	close(fd);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+	free(dev);
+	return err;
 }
 
 /* Free the grants (unmapping their memory) and the files' records. */

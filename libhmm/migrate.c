@@ -152,7 +152,6 @@ static struct anon_page *find_entry(uint64_t *index, uint64_t last, enum anon_st
 HMM_EXPORT int hmm_device_page_alloc(struct hmm_device *dev, void **page)
 {
 	bool zeroed;
-
 	int err;
 
 	if (!dev || !page)
@@ -944,7 +943,7 @@ HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t
 	uint64_t src[ROUND_PAGES], dst[ROUND_PAGES], total = 0;
 	int err = 0;
 	bool missed = false;
-	int full = 0; /* the error that stopped the allocations */
+	int alloc_err = 0; /* what stopped the allocations (-ENOSPC: full) */
 
 	if (moved)
 		*moved = 0;
@@ -974,8 +973,8 @@ HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t
 
 			if (!(src[i] & HMM_MIGRATE_PFN_MIGRATE))
 				continue;
-			full = hmm_device_page_alloc(dev, &page);
-			if (full)
+			alloc_err = hmm_device_page_alloc(dev, &page);
+			if (alloc_err)
 				break;
 			if (src[i] & HMM_MIGRATE_PFN_VALID)
 				copies[ncopies++] = (struct hmm__dma_copy){
@@ -997,14 +996,14 @@ HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t
 			if (src[i] & HMM_MIGRATE_PFN_MIGRATE)
 				total++;
 		hmm_migrate_vma_finalize(&a);
-		if (full)
+		if (alloc_err)
 			break;
 	}
 	if (moved)
 		*moved = total;
 	if (err)
 		return err;
-	return full ? full : missed ? -ENOENT : 0;
+	return alloc_err ? alloc_err : missed ? -ENOENT : 0;
 }
 
 /*

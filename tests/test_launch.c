@@ -8,6 +8,8 @@
  * thread keeps replacing the memory they read.
  */
 #define _GNU_SOURCE
+#include "hmm-internal.h"
+
 #include <hmm.h>
 
 #include <criterion/criterion.h>
@@ -300,18 +302,8 @@ static void *replacer(void *arg)
  * A kernel's loads through hmm_kernel_map()'s pointers are the device's.
  * ThreadSanitizer sees no device: it would take them for the compute unit
  * thread's and report the race with the replacer that this test makes on
- * purpose (libhmm brackets its own device accesses the same way).
+ * purpose; they are bracketed as libhmm brackets its own device accesses.
  */
-#if defined(__SANITIZE_THREAD__)
-void AnnotateIgnoreReadsBegin(const char *file, int line);
-void AnnotateIgnoreReadsEnd(const char *file, int line);
-#define DEVICE_ACCESS_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
-#define DEVICE_ACCESS_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
-#else
-#define DEVICE_ACCESS_BEGIN() ((void)0)
-#define DEVICE_ACCESS_END() ((void)0)
-#endif
-
 static void page_kernel(struct hmm_kernel *k, void *arg)
 {
 	uint64_t page = hmm_kernel_item(k) % SD_PAGES, sum = 0;
@@ -324,9 +316,9 @@ static void page_kernel(struct hmm_kernel *k, void *arg)
 		/* Slowly, so that invalidations land while it reads. */
 		if (hmm_kernel_map(k, &sp, 1) == 0)
 			for (size_t i = 0; i < PS / 8; i++) {
-				DEVICE_ACCESS_BEGIN();
+				HMM_TSAN_IGNORE_BEGIN();
 				sum += ((const volatile uint64_t *)sp.addr)[i];
-				DEVICE_ACCESS_END();
+				HMM_TSAN_IGNORE_END();
 				for (volatile int d = 0; d < 20; d++)
 					;
 			}
