@@ -245,7 +245,7 @@ static void grant_free(struct grant *g)
 		close(g->memfd);
 	if (g->fd >= 0)
 		close(g->fd);
-	free(g);
+	hmm__free(g);
 }
 
 /*
@@ -257,7 +257,7 @@ static void grant_free(struct grant *g)
 static struct grant *grant_new(struct hmm__attached *a, struct afile *f, const char *path,
 			       dev_t dev, bool write)
 {
-	struct grant *g = calloc(1, sizeof(*g));
+	struct grant *g = hmm__calloc(1, sizeof(*g));
 	struct stat st;
 
 	if (!g)
@@ -297,7 +297,7 @@ static struct afile *file_get(struct hmm__attached *a, uint64_t ino)
 	for (f = a->files; f; f = f->next)
 		if (f->ino == ino)
 			return f;
-	f = calloc(1, sizeof(*f));
+	f = hmm__calloc(1, sizeof(*f));
 	if (!f)
 		return NULL;
 	f->ino = ino;
@@ -336,7 +336,7 @@ int hmm__attached_lookup(const void *owner, const struct hmm__attached_vma *v, u
 	if (!g)
 		return 0;
 
-	dp = malloc(sizeof(*dp));
+	dp = hmm__malloc(sizeof(*dp));
 	if (!dp)
 		return -ENOMEM;
 	off = v->pgoff + (addr - v->start);
@@ -376,7 +376,7 @@ int hmm__attached_lookup(const void *owner, const struct hmm__attached_vma *v, u
 				out[k] |= HMM_PFN_WRITE;
 		}
 	}
-	free(dp);
+	hmm__free(dp);
 	return err;
 }
 
@@ -404,14 +404,14 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 		err = -errno;
 	if (!err && info.page_size < (uint64_t)sysconf(_SC_PAGESIZE))
 		err = -EPROTO;
-	a = err ? NULL : calloc(1, sizeof(*a));
-	dev = err ? NULL : calloc(1, sizeof(*dev));
+	a = err ? NULL : hmm__calloc(1, sizeof(*a));
+	dev = err ? NULL : hmm__calloc(1, sizeof(*dev));
 	if (!err && (!a || !dev))
 		err = -ENOMEM;
 	if (err) {
 		close(fd);
-		free(a);
-		free(dev);
+		hmm__free(a);
+		hmm__free(dev);
 		return err;
 	}
 	a->ctl_fd = fd;
@@ -452,8 +452,8 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 fail:
 	close(fd);
 	pthread_mutex_destroy(&a->lock);
-	free(a);
-	free(dev);
+	hmm__free(a);
+	hmm__free(dev);
 	return err;
 }
 
@@ -470,7 +470,7 @@ static void records_free(struct hmm__attached *a)
 		struct afile *f = a->files;
 
 		a->files = f->next;
-		free(f);
+		hmm__free(f);
 	}
 }
 
@@ -493,7 +493,7 @@ void hmm__attached_detach(struct hmm__attached *a)
 	records_free(a);
 	close(a->ctl_fd);
 	pthread_mutex_destroy(&a->lock);
-	free(a);
+	hmm__free(a);
 }
 
 int hmm__attached_reserve(struct hmm__attached *a, struct hmm__pool *pool, uint64_t n)
@@ -569,7 +569,7 @@ static void forget_parents(void)
 		observers.list = a->next;
 		hmm__client_forget(a->client);
 		records_free(a);
-		free(a);
+		hmm__free(a);
 	}
 	observers.nunobserved = 0;
 	observers.pid = getpid();
@@ -588,7 +588,7 @@ static void observer_free(struct hmm__attached *a)
 	hmm__client_detach(a->client);
 	records_free(a);
 	pthread_mutex_destroy(&a->lock);
-	free(a);
+	hmm__free(a);
 }
 
 static void unobservable(dev_t dev)
@@ -612,7 +612,7 @@ static struct hmm__attached *observer_new(const char *path, dev_t dev)
 	if (statfs(path, &sfs) < 0 || (unsigned long)sfs.f_type != FUSE_SUPER_MAGIC ||
 	    sfs.f_bsize <= 0)
 		return NULL;
-	a = calloc(1, sizeof(*a));
+	a = hmm__calloc(1, sizeof(*a));
 	if (!a)
 		return NULL;
 	/* An observer must not keep the mount busy: nothing stays open. */
@@ -624,7 +624,7 @@ static struct hmm__attached *observer_new(const char *path, dev_t dev)
 	pthread_mutex_init(&a->lock, NULL);
 	if (hmm__client_attach(path, HMM_ATTACH_OBSERVE, attached_inval, a, &a->client)) {
 		pthread_mutex_destroy(&a->lock);
-		free(a);
+		hmm__free(a);
 		return NULL;
 	}
 	return a;
@@ -634,7 +634,7 @@ static struct hmm__attached *observer_new(const char *path, dev_t dev)
  * Context: a->lock. */
 static struct grant *observe_file(struct hmm__attached *a, struct afile *f, const char *path)
 {
-	struct grant *g = calloc(1, sizeof(*g));
+	struct grant *g = hmm__calloc(1, sizeof(*g));
 	struct stat st;
 	int fd;
 
@@ -646,7 +646,7 @@ static struct grant *observe_file(struct hmm__attached *a, struct afile *f, cons
 	    hmm__client_grant(a->client, fd, NULL, NULL, &g->id)) {
 		if (fd >= 0)
 			close(fd);
-		free(g);
+		hmm__free(g);
 		return NULL;
 	}
 	close(fd);

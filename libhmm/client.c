@@ -179,7 +179,7 @@ static void *invalidator_main(void *arg)
 			c->invals_tail = &c->invals;
 		pthread_mutex_unlock(&c->reply_lock);
 		invalidate(c, &v->msg);
-		free(v);
+		hmm__free(v);
 		pthread_mutex_lock(&c->reply_lock);
 	}
 	pthread_mutex_unlock(&c->reply_lock);
@@ -194,7 +194,7 @@ static void *reader_main(void *arg)
 
 	while (hmm__msg_recv(c->sock, &msg, &fd) == 0) {
 		if (msg.type == HMM__MSG_INVAL && fd < 0) {
-			struct inval *v = malloc(sizeof(*v));
+			struct inval *v = hmm__malloc(sizeof(*v));
 
 			if (!v) {
 				/* No memory to queue it.  Running it here could
@@ -264,7 +264,7 @@ static void client_free(struct hmm__client *c)
 	pthread_mutex_destroy(&c->reply_lock);
 	pthread_cond_destroy(&c->replied);
 	pthread_cond_destroy(&c->inval_queued);
-	free(c);
+	hmm__free(c);
 }
 
 int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn inval,
@@ -300,7 +300,7 @@ int hmm__client_attach(const char *path, unsigned index, hmm__client_inval_fn in
 		err = -EPROTO;
 	if (!err)
 		err = welcome.status > 0 ? -EPROTO : welcome.status;
-	c = err ? NULL : calloc(1, sizeof(*c));
+	c = err ? NULL : hmm__calloc(1, sizeof(*c));
 	if (!err && !c)
 		err = -ENOMEM;
 	if (err) {
@@ -402,9 +402,9 @@ void hmm__client_forget(struct hmm__client *c)
 		struct inval *v = c->invals;
 
 		c->invals = v->next;
-		free(v);
+		hmm__free(v);
 	}
-	free(c);
+	hmm__free(c);
 }
 
 void hmm__client_detach(struct hmm__client *c)

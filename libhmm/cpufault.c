@@ -128,7 +128,7 @@ static struct {
 	.uffd = -1,
 };
 
-static __thread bool on_server;
+static HMM_THREAD_LOCAL bool on_server;
 
 static uint64_t page_size(void)
 {
@@ -140,7 +140,7 @@ static bool defer(uint64_t word)
 {
 	if (mon.ndeferred == mon.cap) {
 		size_t cap = mon.cap ? mon.cap * 2 : 64;
-		uint64_t *d = realloc(mon.deferred, cap * sizeof(*d));
+		uint64_t *d = hmm__realloc(mon.deferred, cap * sizeof(*d));
 
 		if (!d)
 			return false;
@@ -183,7 +183,7 @@ static void retry_deferred(void)
 	mon.ndeferred = mon.cap = 0;
 	for (size_t i = 0; i < n; i++)
 		serve(d[i]);
-	free(d);
+	hmm__free(d);
 }
 
 /* Is [start, end) inside a change libhmm announced?  Context: the reader. */
@@ -312,7 +312,7 @@ static void forget_in_child(void)
 	mon.started = false;
 	mon.start_err = 0;
 	mon.events = false;
-	free(mon.deferred);
+	hmm__free(mon.deferred);
 	mon.deferred = NULL;
 	mon.ndeferred = mon.cap = 0;
 	mon.head = mon.tail = 0;

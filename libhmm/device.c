@@ -28,7 +28,7 @@ const char *hmm__device_type_name(enum hmm__device_type type)
 int hmm__device_create(unsigned index, const struct hmm__device_config *cfg,
 		       struct hmm__device **out)
 {
-	struct hmm__device *dev = calloc(1, sizeof(*dev));
+	struct hmm__device *dev = hmm__calloc(1, sizeof(*dev));
 	int err;
 
 	if (!dev)
@@ -52,7 +52,7 @@ out_pool:
 	hmm__pool_destroy(&dev->pool);
 	pthread_mutex_destroy(&dev->lru_lock);
 out_free:
-	free(dev);
+	hmm__free(dev);
 	return err;
 }
 
@@ -64,5 +64,5 @@ void hmm__device_destroy(struct hmm__device *dev)
 	hmm__dma_destroy(dev->dma);
 	hmm__pool_destroy(&dev->pool);
 	pthread_mutex_destroy(&dev->lru_lock);
-	free(dev);
+	hmm__free(dev);
 }

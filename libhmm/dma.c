@@ -309,7 +309,7 @@ static void *engine_main(void *arg)
 
 		run_job(e, job);
 		fence = job->fence;
-		free(job);
+		hmm__free(job);
 		fence_put(fence);
 	}
 	return NULL;
@@ -344,7 +344,7 @@ static void stop_engines(struct hmm__dma *dma, unsigned n)
 		pthread_cond_destroy(&dma->eng[i].wake);
 		pthread_mutex_destroy(&dma->eng[i].lock);
 	}
-	free(dma);
+	hmm__free(dma);
 }
 
 /*
@@ -431,7 +431,8 @@ int hmm__dma_create(unsigned nengines, uint64_t bw, uint64_t latency_ns,
 
 	if (nengines == 0 || nengines > DMA_MAX_ENGINES || !numa_node_valid(numa_node))
 		return -EINVAL;
-	if (posix_memalign(&mem, 64, size))
+	mem = hmm__aligned_alloc(64, size);
+	if (!mem)
 		return -ENOMEM;
 	dma = memset(mem, 0, size);
 	dma->nengines = nengines;
@@ -624,10 +625,10 @@ int hmm__dma_submit(struct hmm__dma *dma, const struct hmm__dma_copy *copies,
 
 		if (!nseg)
 			break; /* rounding to pages left nothing for the last shares */
-		jobs[s] = malloc(sizeof(struct job) + nseg * sizeof(struct seg));
+		jobs[s] = hmm__malloc(sizeof(struct job) + nseg * sizeof(struct seg));
 		if (!jobs[s]) {
 			while (s--)
-				free(jobs[s]);
+				hmm__free(jobs[s]);
 			return -ENOMEM;
 		}
 		jobs[s]->fence = f;

@@ -16,6 +16,7 @@
  *   6. the userfaultfd reader's locks (cpufault.c, uffd.c: leaves).  The
  *      reader must never wait for anything else: a thread that raised an
  *      event sleeps, whatever it holds, until the reader reads it.
+ *   7. alloc.c's locks (leaves, below everything: any thread may allocate).
  */
 #ifndef HMM_INTERNAL_H
 #define HMM_INTERNAL_H
@@ -68,6 +69,17 @@ static inline int hmm__sys_madvise(void *addr, size_t len, int advice)
 	return (int)syscall(SYS_madvise, addr, len, advice);
 }
 
+/*
+ * libhmm's thread-local variables.  The initial-exec model reaches them at
+ * a fixed offset from the thread pointer, never through __tls_get_addr and
+ * the thread's DTV, which the C library allocates on the program's heap:
+ * the thread that serves CPU faults must not touch memory that may have
+ * migrated (alloc.c), and a kernel's unit finds itself faster so.  They are
+ * few bytes, which fit the static TLS that the C library keeps for a
+ * library loaded with dlopen().
+ */
+#define HMM_THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
+
 /* The system's page size, read once; any thread may be first. */
 static inline uint64_t hmm__sys_page_size(void)
 {
@@ -101,6 +113,27 @@ void AnnotateIgnoreReadsEnd(const char *file, int line);
 #define HMM_TSAN_IGNORE_BEGIN() ((void)0)
 #define HMM_TSAN_IGNORE_END() ((void)0)
 #endif
+
+/* ------------------------------------------------------------------------
+ * alloc.c - libhmm's own memory, off the program's heap, so that migrating
+ * a program's malloc'd memory never moves libhmm's data with it.  Every
+ * object of libhmm-core is allocated and freed with these, and only these;
+ * the hmmfs daemon's own objects use the C library's.  Migration refuses
+ * the mappings (hmm__snapshot does not count them as anonymous memory).
+ * ------------------------------------------------------------------------ */
+void *hmm__malloc(size_t n);
+void *hmm__calloc(size_t n, size_t size);
+void *hmm__realloc(void *p, size_t n);
+/* align: a power of two up to 64 KiB. */
+void *hmm__aligned_alloc(size_t align, size_t n);
+void hmm__free(void *p);
+/*
+ * hmm__alloc_own_ranges() - call fn(arg, s, e) for each part [s, e) of
+ * [start, end) that is libhmm's own memory.  Context: fn runs under a leaf
+ * lock: it must not allocate or take a lock.  Nothing under ASan.
+ */
+void hmm__alloc_own_ranges(uint64_t start, uint64_t end,
+			   void (*fn)(void *arg, uint64_t s, uint64_t e), void *arg);
 
 /* ------------------------------------------------------------------------
  * radix.c - a sparse map from a 64-bit index to a non-NULL pointer.
@@ -644,7 +677,7 @@ void hmm__range_force_fallback(unsigned mask);
 #define HMM__SNAP_MAPPED  0x01 /* inside a mapping */
 #define HMM__SNAP_READ    0x02 /* the mapping is readable */
 #define HMM__SNAP_WRITE   0x04 /* the mapping is writable */
-#define HMM__SNAP_ANON    0x08 /* private anonymous memory in base pages */
+#define HMM__SNAP_ANON    0x08 /* private anonymous memory in base pages, not libhmm's */
 #define HMM__SNAP_PRESENT 0x10 /* a CPU page is mapped */
 #define HMM__SNAP_ZERO    0x20 /* it is the shared zero page */
 #define HMM__SNAP_EXCL    0x40 /* mapped by this process only */

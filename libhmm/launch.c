@@ -83,7 +83,7 @@ struct hmm_kernel {
 };
 
 /* The unit the calling thread is, if it is one: launches from kernels deadlock. */
-static __thread struct hmm__cu *current_cu;
+static HMM_THREAD_LOCAL struct hmm__cu *current_cu;
 
 static void announce(struct hmm__cu *cu, const struct hmm_mirror *m)
 {
@@ -164,14 +164,14 @@ static void *cu_main(void *arg)
 static int start_units(struct hmm_mirror *m)
 {
 	unsigned n = m->dev->compute_units, started = 0;
-	struct hmm__launch *l = calloc(1, sizeof(*l));
+	struct hmm__launch *l = hmm__calloc(1, sizeof(*l));
 	/* Aligned as the type says: no unit shares a cache line with another. */
-	struct hmm__cu *cus = aligned_alloc(_Alignof(struct hmm__cu), n * sizeof(*cus));
+	struct hmm__cu *cus = hmm__aligned_alloc(_Alignof(struct hmm__cu), n * sizeof(*cus));
 	int err = 0;
 
 	if (!l || !cus) {
-		free(l);
-		free(cus);
+		hmm__free(l);
+		hmm__free(cus);
 		return -ENOMEM;
 	}
 	memset(cus, 0, n * sizeof(*cus));
@@ -194,8 +194,8 @@ static int start_units(struct hmm_mirror *m)
 		pthread_mutex_unlock(&l->state);
 		while (started--)
 			pthread_join(cus[started].thread, NULL);
-		free(cus);
-		free(l);
+		hmm__free(cus);
+		hmm__free(l);
 		m->launch = NULL;
 		return err;
 	}
@@ -223,13 +223,13 @@ void hmm__launch_stop(struct hmm_mirror *m)
 	pthread_mutex_lock(&m->lock);
 	__atomic_store_n(&m->ncus, 0, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&m->lock);
-	free(m->cus);
+	hmm__free(m->cus);
 	m->cus = NULL;
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->state);
 	pthread_cond_destroy(&l->go);
 	pthread_cond_destroy(&l->done);
-	free(l);
+	hmm__free(l);
 	m->launch = NULL;
 }
 

@@ -4,6 +4,7 @@
 noinst_LTLIBRARIES += libhmm/libhmm-core.la
 libhmm_libhmm_core_la_SOURCES = \
 	libhmm/hmm-internal.h \
+	libhmm/alloc.c \
 	libhmm/radix.c \
 	libhmm/pool.c \
 	libhmm/dma.c \

@@ -88,7 +88,7 @@ static struct {
 };
 
 /* Set by the cpufault monitor while it brings a page back for a CPU fault. */
-static __thread bool serving_cpu_fault;
+static HMM_THREAD_LOCAL bool serving_cpu_fault;
 
 static uint64_t page_size(void)
 {
@@ -119,7 +119,7 @@ static struct anon_page *entry(uint64_t va)
 
 static void entry_drop(uint64_t va)
 {
-	free(hmm__radix_delete(&anon.pages, va / page_size()));
+	hmm__free(hmm__radix_delete(&anon.pages, va / page_size()));
 	__atomic_sub_fetch(&anon.count, 1, __ATOMIC_RELAXED);
 }
 
@@ -261,10 +261,10 @@ void hmm__anon_reap(void)
 		struct anon_page *next = p->next_dead;
 
 		if (p->host)
-			free(p->mem);
+			hmm__free(p->mem);
 		else
 			hmm_device_page_free(p->dev, p->mem);
-		free(p);
+		hmm__free(p);
 		p = next;
 	}
 	pthread_mutex_unlock(&anon.lock);
@@ -373,7 +373,7 @@ static void uncollect(struct hmm_migrate_vma *a, uint64_t i)
 static int setup_system(struct hmm_migrate_vma *a)
 {
 	uint64_t ps = page_size(), n = a->npages;
-	uint8_t *snap = malloc(n);
+	uint8_t *snap = hmm__malloc(n);
 	int err;
 
 	if (!snap)
@@ -391,9 +391,9 @@ static int setup_system(struct hmm_migrate_vma *a)
 		if ((f & (HMM__SNAP_ANON | HMM__SNAP_READ)) != (HMM__SNAP_ANON | HMM__SNAP_READ) ||
 		    (f & HMM__SNAP_SWAP) || (present && !(f & HMM__SNAP_EXCL)) || entry(va))
 			continue;
-		p = calloc(1, sizeof(*p));
+		p = hmm__calloc(1, sizeof(*p));
 		if (!p || hmm__radix_insert(&anon.pages, va / ps, p)) {
-			free(p);
+			hmm__free(p);
 			err = -ENOMEM;
 			break;
 		}
@@ -450,7 +450,7 @@ static int setup_system(struct hmm_migrate_vma *a)
 	pthread_mutex_unlock(&anon.lock);
 	for_runs(a, collected_present, protect_run);
 out:
-	free(snap);
+	hmm__free(snap);
 	return err;
 }
 
@@ -689,7 +689,7 @@ static void restore_exclusive(uint64_t va)
 	pthread_mutex_lock(&anon.lock);
 	if (!p->invalid)
 		hmm__cpufault_fill(va, p->mem, ps, false, true);
-	free(p->mem);
+	hmm__free(p->mem);
 	entry_drop(va);
 	pthread_cond_broadcast(&anon.settled);
 	pthread_mutex_unlock(&anon.lock);
@@ -723,9 +723,9 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 {
 	uint64_t ps = page_size(), n = (end - start) / ps;
 	struct hmm_notifier_range r = { start, end, HMM_NOTIFY_EXCLUSIVE, owner };
-	uint8_t *snap = malloc(n);
-	void **copies = calloc(n, sizeof(*copies));
-	bool *mine = calloc(n, sizeof(*mine)), any = false, started = false;
+	uint8_t *snap = hmm__malloc(n);
+	void **copies = hmm__calloc(n, sizeof(*copies));
+	bool *mine = hmm__calloc(n, sizeof(*mine)), any = false, started = false;
 	int err;
 
 	if (!snap || !copies || !mine) {
@@ -792,11 +792,11 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 				busy = p ? va : UINT64_MAX;
 				break;
 			}
-			p = calloc(1, sizeof(*p));
+			p = hmm__calloc(1, sizeof(*p));
 			if (!copies[i])
-				copies[i] = aligned_alloc(ps, ps);
+				copies[i] = hmm__aligned_alloc(ps, ps);
 			if (!p || !copies[i] || hmm__radix_insert(&anon.pages, va / ps, p)) {
-				free(p);
+				hmm__free(p);
 				err = -ENOMEM;
 				break;
 			}
@@ -899,10 +899,10 @@ int hmm__anon_make_exclusive(struct hmm_device *owner, uint64_t start, uint64_t 
 out:
 	if (copies)
 		for (uint64_t i = 0; i < n; i++)
-			free(copies[i]);
-	free(copies);
-	free(mine);
-	free(snap);
+			hmm__free(copies[i]);
+	hmm__free(copies);
+	hmm__free(mine);
+	hmm__free(snap);
 	return err;
 }
 
@@ -1013,13 +1013,13 @@ HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t
 static long to_ram(struct hmm_device *dev, uint64_t start, uint64_t end)
 {
 	uint64_t ps = page_size(), n = (end - start) / ps;
-	uint64_t *src = malloc(n * sizeof(*src)), *dst = malloc(n * sizeof(*dst));
-	char *staging = aligned_alloc(ps, n * ps);
+	uint64_t *src = hmm__malloc(n * sizeof(*src)), *dst = hmm__malloc(n * sizeof(*dst));
+	char *staging = hmm__aligned_alloc(ps, n * ps);
 	struct hmm_migrate_vma a = {
 		.start = start, .end = end, .src = src, .dst = dst,
 		.pgmap_owner = dev, .flags = HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
 	};
-	struct hmm__dma_copy *copies = malloc(n * sizeof(*copies));
+	struct hmm__dma_copy *copies = hmm__malloc(n * sizeof(*copies));
 	size_t ncopies = 0;
 	long moved = -ENOMEM;
 
@@ -1041,10 +1041,10 @@ static long to_ram(struct hmm_device *dev, uint64_t start, uint64_t end)
 			moved++;
 	hmm_migrate_vma_finalize(&a);
 out:
-	free(src);
-	free(dst);
-	free(staging);
-	free(copies);
+	hmm__free(src);
+	hmm__free(dst);
+	hmm__free(staging);
+	hmm__free(copies);
 	return moved;
 }
 

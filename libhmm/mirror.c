@@ -59,12 +59,12 @@ HMM_EXPORT int hmm_device_create(const struct hmm_device_config *cfg, struct hmm
 	core.dma_engines = cfg->dma_engines ? cfg->dma_engines : 1;
 	core.dma_bw = cfg->dma_bw;
 	core.dma_latency_ns = cfg->dma_latency_ns;
-	dev = calloc(1, sizeof(*dev));
+	dev = hmm__calloc(1, sizeof(*dev));
 	if (!dev)
 		return -ENOMEM;
 	err = hmm__device_create(0, &core, &dev->core);
 	if (err) {
-		free(dev);
+		hmm__free(dev);
 		return err;
 	}
 	pthread_mutex_init(&dev->lock, NULL);
@@ -100,7 +100,7 @@ HMM_EXPORT int hmm_device_destroy(struct hmm_device *dev)
 		hmm__attached_detach(dev->attached); /* its reservations end */
 	hmm__device_destroy(dev->core);
 	pthread_mutex_destroy(&dev->lock);
-	free(dev);
+	hmm__free(dev);
 	return 0;
 }
 
@@ -166,7 +166,7 @@ HMM_EXPORT int hmm_mirror_create_pt(struct hmm_device *dev, const struct hmm_pt_
 
 	if (!dev || !out || (ops && !pt_ops_complete(ops)))
 		return -EINVAL;
-	m = calloc(1, sizeof(*m));
+	m = hmm__calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
 	m->dev = dev;
@@ -204,7 +204,7 @@ out_free:
 	hmm__fault_buffer_destroy(&m->faults);
 	hmm__advice_destroy(&m->advice);
 	pthread_mutex_destroy(&m->lock);
-	free(m);
+	hmm__free(m);
 	return err;
 }
 
@@ -222,7 +222,7 @@ HMM_EXPORT void hmm_mirror_destroy(struct hmm_mirror *m)
 	hmm__fault_buffer_destroy(&m->faults);
 	hmm__advice_destroy(&m->advice);
 	pthread_mutex_destroy(&m->lock);
-	free(m);
+	hmm__free(m);
 }
 
 /*
@@ -353,7 +353,7 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 		return -EINVAL;
 	mask = m->page_size - 1;
 	bsize = ACCESS_BATCH * m->page_size;
-	bounce = malloc(bsize);
+	bounce = hmm__malloc(bsize);
 	if (!bounce)
 		return -ENOMEM;
 	hmm__launch_quiesce_self();
@@ -420,7 +420,7 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 		if (err)
 			break;
 	}
-	free(bounce);
+	hmm__free(bounce);
 	return err;
 }
 

@@ -124,7 +124,7 @@ HMM_EXPORT int hmm_interval_notifier_insert(uint64_t start, uint64_t length,
 	if (!length || start + length < start || !ops || !ops->invalidate || !out)
 		return -EINVAL;
 	pthread_once(&mm.once, mm_init);
-	sub = calloc(1, sizeof(*sub));
+	sub = hmm__calloc(1, sizeof(*sub));
 	if (!sub)
 		return -ENOMEM;
 	sub->start = start;
@@ -176,7 +176,7 @@ HMM_EXPORT void hmm_interval_notifier_remove(struct hmm_interval_notifier *sub)
 		unlink_sub(sub);
 	}
 	pthread_mutex_unlock(&mm.lock);
-	free(sub);
+	hmm__free(sub);
 }
 
 HMM_EXPORT void *hmm_interval_notifier_priv(const struct hmm_interval_notifier *sub)

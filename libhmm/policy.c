@@ -41,7 +41,7 @@ static int advice_reserve(struct hmm__advice *a, size_t need)
 
 	if (need <= a->cap)
 		return 0;
-	r = realloc(a->r, cap * sizeof(*a->r));
+	r = hmm__realloc(a->r, cap * sizeof(*a->r));
 	if (!r)
 		return -ENOMEM;
 	a->r = r;
@@ -113,7 +113,7 @@ void hmm__advice_init(struct hmm__advice *a)
 
 void hmm__advice_destroy(struct hmm__advice *a)
 {
-	free(a->r);
+	hmm__free(a->r);
 	pthread_mutex_destroy(&a->lock);
 }
 

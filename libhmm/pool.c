@@ -235,7 +235,7 @@ static int chunk_back(struct hmm__pool *p, struct hmm__pool_owner *o, char *base
 static struct hmm__chunk *chunk_map(struct hmm__pool *p, struct hmm__pool_owner *o)
 {
 	size_t size = p->chunk_size;
-	struct hmm__chunk *c = calloc(1, sizeof(*c));
+	struct hmm__chunk *c = hmm__calloc(1, sizeof(*c));
 	char *base;
 
 	if (!c)
@@ -246,7 +246,7 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p, struct hmm__pool_owner 
 	if (!base || chunk_back(p, o, base, &c->offset) < 0) {
 		if (base)
 			hmm__sys_munmap(base, size);
-		free(c);
+		hmm__free(c);
 		return NULL;
 	}
 	if (p->numa_node >= 0 && numa_available() >= 0)
@@ -263,7 +263,7 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p, struct hmm__pool_owner 
 	c->nfresh = size / p->page_size;
 	if (hmm__radix_insert(&p->chunks, (uintptr_t)base >> p->chunk_shift, c) < 0) {
 		hmm__sys_munmap(base, size);
-		free(c);
+		hmm__free(c);
 		return NULL;
 	}
 	if (o) {
@@ -435,12 +435,12 @@ int hmm__pool_alloc_owned(struct hmm__pool *p, struct hmm__pool_owner **owner, s
 
 	pthread_mutex_lock(&p->lock);
 	if (!*owner) {
-		struct hmm__pool_owner *o = calloc(1, sizeof(*o));
+		struct hmm__pool_owner *o = hmm__calloc(1, sizeof(*o));
 		int fd = o ? memfd_create("hmm-device-memory", MFD_CLOEXEC | MFD_ALLOW_SEALING) : -1;
 
 		if (fd < 0) {
 			err = o ? -errno : -ENOMEM;
-			free(o);
+			hmm__free(o);
 			pthread_mutex_unlock(&p->lock);
 			return err;
 		}
@@ -451,11 +451,11 @@ int hmm__pool_alloc_owned(struct hmm__pool *p, struct hmm__pool_owner **owner, s
 		*owner = o;
 	}
 	pthread_mutex_unlock(&p->lock);
-	fresh = malloc(n ? n : 1); /* without it, populate everything */
+	fresh = hmm__malloc(n ? n : 1); /* without it, populate everything */
 	err = alloc_bulk(p, *owner, n, pages, fresh);
 	if (!err)
 		populate(p->page_size, pages, fresh, n);
-	free(fresh);
+	hmm__free(fresh);
 	return err;
 }
 
@@ -498,7 +498,7 @@ void hmm__pool_owner_destroy(struct hmm__pool *p, struct hmm__pool_owner *o)
 			p->nheld--;
 		hmm__radix_delete(&p->chunks, (uintptr_t)c->base >> p->chunk_shift);
 		hmm__sys_munmap(c->base, p->chunk_size);
-		free(c);
+		hmm__free(c);
 		p->nchunks--;
 		p->nempty--;
 	}
@@ -507,7 +507,7 @@ void hmm__pool_owner_destroy(struct hmm__pool *p, struct hmm__pool_owner *o)
 	if (o->size)
 		fallocate(o->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)o->size);
 	close(o->fd);
-	free(o);
+	hmm__free(o);
 }
 
 void hmm__pool_free(struct hmm__pool *p, void *page)
@@ -598,7 +598,7 @@ static void unmap_one(void *item, void *arg)
 	struct hmm__chunk *c = item;
 
 	hmm__sys_munmap(c->base, p->chunk_size);
-	free(c);
+	hmm__free(c);
 }
 
 void hmm__pool_destroy(struct hmm__pool *p)

@@ -78,13 +78,13 @@ static void free_table(struct pt *pt, struct pt_table *t, unsigned level)
 		if (s && !slot_is_pte(s))
 			free_table(pt, slot_table(s), level - 1);
 	}
-	free(t);
+	hmm__free(t);
 	pt->ntables--;
 }
 
 static int radix_create(void **out)
 {
-	struct pt *pt = calloc(1, sizeof(*pt));
+	struct pt *pt = hmm__calloc(1, sizeof(*pt));
 
 	if (!pt)
 		return -ENOMEM;
@@ -100,7 +100,7 @@ static void radix_destroy(void *p)
 		if (pt->root.slot[i])
 			free_table(pt, slot_table(pt->root.slot[i]), PT_LEVELS - 2);
 	HMM_ASSERT(pt->ntables == 0);
-	free(pt);
+	hmm__free(pt);
 }
 
 static int radix_map(void *p, uint64_t va, uint64_t pte, unsigned order)
@@ -131,10 +131,10 @@ static int radix_map(void *p, uint64_t va, uint64_t pte, unsigned order)
 	s1 = t1 ? &t1->slot[level_index(va, 1)] : NULL;
 	nfresh = !t2 + !t1 + (order == 0 && (!s1 || !*s1 || slot_is_pte(*s1)));
 	for (unsigned i = 0; i < nfresh; i++) {
-		fresh[i] = calloc(1, sizeof(struct pt_table));
+		fresh[i] = hmm__calloc(1, sizeof(struct pt_table));
 		if (!fresh[i]) {
 			while (i--)
-				free(fresh[i]);
+				hmm__free(fresh[i]);
 			return -ENOMEM;
 		}
 	}
@@ -263,7 +263,7 @@ static void range_apply(struct pt *pt, struct pt_table *t, unsigned level, uint6
 		HMM_ASSERT(level > 0);
 		range_apply(pt, slot_table(*s), level - 1, va, op);
 		if (slot_table(*s)->count == 0) {
-			free(slot_table(*s));
+			hmm__free(slot_table(*s));
 			pt->ntables--;
 			*s = 0;
 			t->count--;

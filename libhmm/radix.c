@@ -70,13 +70,13 @@ int hmm__radix_insert(struct hmm__radix *r, uint64_t index, void *item)
 		unsigned h = 1;
 		while (!fits(h, index))
 			h++;
-		r->root = calloc(1, sizeof(struct radix_node));
+		r->root = hmm__calloc(1, sizeof(struct radix_node));
 		if (!r->root)
 			return -ENOMEM;
 		r->height = h;
 	}
 	while (!fits(r->height, index)) {
-		struct radix_node *top = calloc(1, sizeof(*top));
+		struct radix_node *top = hmm__calloc(1, sizeof(*top));
 		if (!top)
 			return -ENOMEM;
 		top->slot[0] = r->root;
@@ -88,7 +88,7 @@ int hmm__radix_insert(struct hmm__radix *r, uint64_t index, void *item)
 	for (unsigned level = r->height - 1; level > 0; level--) {
 		unsigned i = (index >> shift_of(level)) & RADIX_MASK;
 		if (!node->slot[i]) {
-			node->slot[i] = calloc(1, sizeof(struct radix_node));
+			node->slot[i] = hmm__calloc(1, sizeof(struct radix_node));
 			if (!node->slot[i])
 				return -ENOMEM; /* the empty path left behind is harmless */
 			node->count++;
@@ -129,7 +129,7 @@ void *hmm__radix_delete(struct hmm__radix *r, uint64_t index)
 		node->slot[(index >> shift_of(level)) & RADIX_MASK] = NULL;
 		if (--node->count > 0)
 			break;
-		free(node);
+		hmm__free(node);
 		if (level == r->height - 1) {
 			r->root = NULL;
 			r->height = 0;
@@ -241,7 +241,7 @@ static void free_nodes(struct radix_node *node, unsigned level)
 	for (unsigned i = 0; level > 0 && i < RADIX_SLOTS; i++)
 		if (node->slot[i])
 			free_nodes(node->slot[i], level - 1);
-	free(node);
+	hmm__free(node);
 }
 
 void hmm__radix_truncate(struct hmm__radix *r, uint64_t first,

@@ -168,7 +168,7 @@ static int maps_reload(struct walk *w)
 
 		if (w->maps_cap - w->maps_len < 4096) {
 			size_t cap = w->maps_cap ? w->maps_cap * 2 : 65536;
-			char *buf = realloc(w->maps_buf, cap);
+			char *buf = hmm__realloc(w->maps_buf, cap);
 
 			if (!buf)
 				return -ENOMEM;
@@ -637,7 +637,7 @@ static int walk_open(struct walk *w, size_t page_size)
 
 static void walk_close(struct walk *w)
 {
-	free(w->maps_buf);
+	hmm__free(w->maps_buf);
 	close(w->pagemap_fd);
 	close(w->maps_fd);
 }
@@ -690,6 +690,21 @@ HMM_EXPORT int hmm_range_fault(struct hmm_range *range)
 		err = -EBUSY;
 	walk_close(&w);
 	return err;
+}
+
+struct not_anon {
+	uint64_t start;
+	unsigned page_shift;
+	uint8_t *out;
+};
+
+/* libhmm's own memory is not the program's to migrate: alloc.c's callback. */
+static void not_anon(void *arg, uint64_t s, uint64_t e)
+{
+	const struct not_anon *a = arg;
+
+	for (uint64_t va = s; va < e; va += (uint64_t)1 << a->page_shift)
+		a->out[(va - a->start) >> a->page_shift] &= (uint8_t)~HMM__SNAP_ANON;
 }
 
 /*
@@ -764,5 +779,7 @@ int hmm__snapshot(uint64_t start, size_t n, uint8_t *out)
 	}
 out:
 	walk_close(&w);
+	if (!err)
+		hmm__alloc_own_ranges(start, end, not_anon, &(struct not_anon){ start, w.page_shift, out });
 	return err;
 }

@@ -109,7 +109,7 @@ size_t hmm__device_lru_oldest(struct hmm__device *dev, void (*hold)(void *owner)
 int hmm__page_new(const struct hmm__mem *m, bool overwrite, void *owner, uint64_t index,
 		  struct hmm__page **out)
 {
-	struct hmm__page *pg = malloc(sizeof(*pg));
+	struct hmm__page *pg = hmm__malloc(sizeof(*pg));
 	bool zeroed;
 	int err;
 
@@ -117,7 +117,7 @@ int hmm__page_new(const struct hmm__mem *m, bool overwrite, void *owner, uint64_
 		return -ENOMEM;
 	err = hmm__pool_alloc(m->host, &pg->data, &zeroed);
 	if (err) {
-		free(pg);
+		hmm__free(pg);
 		return err;
 	}
 	if (!zeroed && !overwrite)
@@ -136,7 +136,7 @@ void hmm__page_free(const struct hmm__mem *m, struct hmm__page *pg)
 {
 	lru_del(m, pg);
 	hmm__pool_free(hmm__mem_pool(m, pg->loc), pg->data);
-	free(pg);
+	hmm__free(pg);
 }
 
 /* The engines that copy between from and to. */
@@ -260,12 +260,12 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
 
 	if (n == 0)
 		return 0;
-	order = malloc(n * sizeof(*order));
-	start = calloc(nlocs + 1, sizeof(*start));
-	copies = malloc(n * sizeof(*copies));
-	fresh = malloc(n * sizeof(*fresh));
-	old = malloc(n * sizeof(*old));
-	parts = calloc(nlocs, sizeof(*parts));
+	order = hmm__malloc(n * sizeof(*order));
+	start = hmm__calloc(nlocs + 1, sizeof(*start));
+	copies = hmm__malloc(n * sizeof(*copies));
+	fresh = hmm__malloc(n * sizeof(*fresh));
+	old = hmm__malloc(n * sizeof(*old));
+	parts = hmm__calloc(nlocs, sizeof(*parts));
 	if (!order || !start || !copies || !fresh || !old || !parts) {
 		err = -ENOMEM;
 		goto out;
@@ -322,11 +322,11 @@ int hmm__pages_move(const struct hmm__mem *m, struct hmm__page **pages, size_t n
 			commit_part(m, pages, order, fresh, old, &parts[p], dest);
 	}
 out:
-	free(order);
-	free(start);
-	free(copies);
-	free(fresh);
-	free(old);
-	free(parts);
+	hmm__free(order);
+	hmm__free(start);
+	hmm__free(copies);
+	hmm__free(fresh);
+	hmm__free(old);
+	hmm__free(parts);
 	return err;
 }

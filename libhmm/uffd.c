@@ -132,7 +132,7 @@ static struct {
 	.atfork_once = PTHREAD_ONCE_INIT,
 };
 
-static __thread bool on_dispatcher;
+static HMM_THREAD_LOCAL bool on_dispatcher;
 
 /* Context: src.lock held.  Never waits. */
 static void queue_locked(uint64_t start, uint64_t end, enum hmm_notify_event event)

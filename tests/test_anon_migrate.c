@@ -14,7 +14,9 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -268,6 +270,118 @@ Test(anon, shared_and_file_memory_is_refused_with_enoent)
 	cr_assert_eq(dstats(dev).used, 0);
 	expect_fill(s, 8 * PS, 10, "shared memory left alone");
 	munmap(s, 8 * PS);
+}
+
+/* The mapping that holds addr, from /proc/self/maps; its name into name. */
+static void mapping_of(const void *addr, uintptr_t *start, uintptr_t *end, char *name,
+		       size_t name_len)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	bool found = false;
+
+	cr_assert_not_null(f);
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+		int at = 0;
+
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &s, &e, &at) >= 2 &&
+		    s <= (uintptr_t)addr && (uintptr_t)addr < e) {
+			*start = s;
+			*end = e;
+			snprintf(name, name_len, "%s", at ? line + at : "");
+			name[strcspn(name, "\n")] = '\0';
+			found = true;
+		}
+	}
+	fclose(f);
+	cr_assert(found, "no mapping holds %p", addr);
+}
+
+/*
+ * Migration moves whole pages: a small malloc'd block takes the blocks
+ * around it and the allocator's own bookkeeping to the device; here the
+ * whole heap goes.  libhmm's
+ * objects are never among them (they live in its own mappings), so the
+ * thread that serves CPU faults never faults itself, and the program goes
+ * on: every neighbour comes back when touched.
+ */
+Test(anon, the_heap_of_a_small_malloc_block_moves_and_the_program_goes_on)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	cr_skip("under ASan libhmm allocates with ASan's allocator, which shares pages with "
+		"the program's blocks (see alloc.c)");
+#else
+	uint64_t moved = 0, st0 = dstats(dev).pages_in;
+	uintptr_t vs, ve, lo, hi;
+	char name[256];
+	unsigned char *small = malloc(100), *more[64], *buf = malloc(100);
+	int rc;
+
+	cr_assert_not_null(small);
+	cr_assert_not_null(buf);
+	fill(small, 100, 21);
+	mapping_of(small, &vs, &ve, name, sizeof(name));
+	/* The block's whole mapping (the heap, which holds what libhmm would
+	 * have malloc'd), up to 32 MiB either side. */
+	lo = (uintptr_t)small > vs + (32 << 20) ? ((uintptr_t)small & ~(uintptr_t)(PS - 1)) - (32 << 20) : vs;
+	hi = (uintptr_t)small + (32 << 20) < ve ? ((uintptr_t)small & ~(uintptr_t)(PS - 1)) + (32 << 20) : ve;
+	/* Pages shared with the parent since fork (the test runner's) stay:
+	 * -ENOENT says some did not move, as with the kernel. */
+	rc = hmm_migrate_to_device(dev, (void *)lo, hi - lo, &moved);
+	cr_assert(rc == 0 || rc == -ENOENT, "migrating around a malloc block: %s", strerror(-rc));
+	cr_assert_geq(moved, 1, "the block's own page moved");
+	cr_assert_geq(dstats(dev).pages_in - st0, moved);
+	/* The device reads the block where it is: libhmm's tables are not on
+	 * the device. */
+	cr_assert_eq(hmm_mirror_read(mir, (uint64_t)(uintptr_t)small, buf, 100), 0);
+	expect_fill(buf, 100, 21, "the device's read of the moved block");
+	/* The allocator's bookkeeping and the neighbours come back as the
+	 * program touches them. */
+	for (int i = 0; i < 64; i++) {
+		more[i] = malloc(40 + (size_t)i * 8);
+		cr_assert_not_null(more[i]);
+		fill(more[i], 40 + (size_t)i * 8, (unsigned)i);
+	}
+	for (int i = 0; i < 64; i += 2)
+		free(more[i]);
+	expect_fill(small, 100, 21, "the CPU's read of the moved block");
+	for (int i = 1; i < 64; i += 2) {
+		expect_fill(more[i], 40 + (size_t)i * 8, (unsigned)i, "a later block");
+		free(more[i]);
+	}
+	/* And libhmm still migrates: its fault server was never stuck. */
+	{
+		unsigned char *p = anon_map(16);
+
+		fill(p, 16 * PS, 22);
+		to_device(dev, p, 16, 16);
+		expect_fill(p, 16 * PS, 22, "a migration after the heap's");
+		munmap(p, 16 * PS);
+	}
+	free(small);
+	free(buf);
+#endif
+}
+
+/* A struct hmm_device is libhmm's own object, in libhmm's own memory. */
+Test(anon, libhmm_s_own_memory_is_refused_and_keeps_working)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	cr_skip("under ASan libhmm allocates with ASan's allocator (see alloc.c)");
+#else
+	uintptr_t page = (uintptr_t)dev & ~(uintptr_t)(PS - 1);
+	unsigned char *p = anon_map(4);
+	uint64_t moved = 9;
+
+	cr_assert_eq(hmm_migrate_to_device(dev, (void *)page, 4 * PS, &moved), -ENOENT);
+	cr_assert_eq(moved, 0);
+	cr_assert_eq(dstats(dev).used, 0);
+	fill(p, 4 * PS, 23);
+	to_device(dev, p, 4, 4);
+	expect_fill(p, 4 * PS, 23, "a migration after the refused one");
+	munmap(p, 4 * PS);
+#endif
 }
 
 Test(anon, the_three_phases_report_flags_and_keep_pages_without_a_destination)

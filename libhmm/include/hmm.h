@@ -807,9 +807,9 @@ int hmm_mirror_stats(struct hmm_mirror *mirror, struct hmm_mirror_stats *stats);
  * the advised range (HMM_POLICY_MIGRATE, as hmm_migrate_to_device() does;
  * what cannot move is mapped in place).  Advice replaces earlier advice
  * over the same pages, and applies to the faults that follow: pages the
- * device has already mapped stay where they are.  Advise only memory the
- * program owns whole pages of: a page shared with other allocations moves
- * with them.
+ * device has already mapped stay where they are.  Pages move whole: a
+ * page shared with other allocations moves with them, and each comes back
+ * when the CPU touches it.
  * Return: 0; -EINVAL (misaligned or empty range, unknown policy); -ENOMEM.
  */
 int hmm_mirror_advise(struct hmm_mirror *mirror, const void *addr, size_t len,
@@ -1062,14 +1062,13 @@ int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src, size_t le
 
 /**
  * hmm_migrate_to_device() - move the anonymous pages of [start, start +
- * len) to dev, all three phases with dev's DMA engines.  Whole pages move:
- * migrate memory whose pages the program owns whole (see BUGS in
- * hmm_migrate_vma(3)).
+ * len) to dev, all three phases with dev's DMA engines.  Whole pages move,
+ * with whatever else they hold (see NOTES in hmm_migrate_vma(3)).
  * @moved: if not NULL, the number of pages that moved.
  * Return: 0; -ENOENT (some pages could not move: shared, file-backed or
- * unmapped memory, or pages used by another process); -ENOSPC (the device
- * is full; the pages that fit moved); -EINVAL, -EOPNOTSUPP, -ENOMEM; or
- * another error of hmm_device_page_alloc() (the pages before it moved).
+ * unmapped memory, pages used by another process, libhmm's own memory);
+ * -ENOSPC (the device is full; the pages that fit moved); -EINVAL,
+ * -EOPNOTSUPP, -ENOMEM; or another error of hmm_device_page_alloc() (the pages before it moved).
  */
 int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t len, uint64_t *moved);
 /**
