@@ -133,13 +133,14 @@ static struct {
  * In a child of fork(), a device attached by the parent is the parent's:
  * its session's socket is shared, and its threads are not here.  The child
  * must neither talk on it (answers would reach the parent, reservations be
- * charged to it) nor end it: its device sees no device pages of files
- * (they fault back), reserves nothing (-ECONNRESET), and destroying it
- * only forgets the session.
+ * charged to it) nor end it.  The device's calls give -ENODEV in the child
+ * (hmm__inherited); a range fault that names it as owner sees no device
+ * pages of files (they fault back), and destroying it only forgets the
+ * session.
  */
 static bool foreign(const struct hmm__attached *a)
 {
-	return getpid() != a->pid;
+	return hmm__self_pid() != a->pid;
 }
 
 static struct hmm__attached *find_owner(const void *owner)
@@ -415,7 +416,7 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 		return err;
 	}
 	a->ctl_fd = fd;
-	a->pid = getpid();
+	a->pid = hmm__self_pid();
 	a->dev = dev;
 	a->mount_dev = st.st_dev;
 	a->capacity = info.capacity;
@@ -440,6 +441,7 @@ HMM_EXPORT int hmm_device_attach(const char *path, unsigned int index, struct hm
 	dev->attached_index = index;
 	dev->attached_type = info.type;
 	dev->compute_units = hmm__default_compute_units();
+	dev->pid = a->pid;
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_mutex_lock(&attached_list.lock);
 	a->next = attached_list.list;
@@ -501,8 +503,6 @@ int hmm__attached_reserve(struct hmm__attached *a, struct hmm__pool *pool, uint6
 	uint64_t ps = pool->page_size, step = RESERVE_STEP / ps, got = n;
 	int err = -ENOSPC;
 
-	if (foreign(a))
-		return -ECONNRESET;
 	if (n < step) {
 		err = hmm__client_reserve(a->client, step * ps);
 		if (!err)
@@ -520,7 +520,7 @@ void hmm__attached_trim(struct hmm__attached *a, struct hmm__pool *pool)
 	uint64_t ps = pool->page_size, step = RESERVE_STEP / ps;
 	uint64_t used = hmm__pool_used(pool), drop;
 
-	if (foreign(a) || (used && hmm__pool_capacity(pool) - used <= 2 * step))
+	if (used && hmm__pool_capacity(pool) - used <= 2 * step)
 		return;
 	drop = hmm__pool_trim_capacity(pool, used ? step : 0);
 	/* Not sent: the daemon still counts it, so the pool keeps it. */
@@ -572,7 +572,7 @@ static void forget_parents(void)
 		hmm__free(a);
 	}
 	observers.nunobserved = 0;
-	observers.pid = getpid();
+	observers.pid = hmm__self_pid();
 }
 
 /* An observer whose mount went away (its session ended): a new mount may
@@ -617,7 +617,7 @@ static struct hmm__attached *observer_new(const char *path, dev_t dev)
 		return NULL;
 	/* An observer must not keep the mount busy: nothing stays open. */
 	a->observer = true;
-	a->pid = getpid();
+	a->pid = hmm__self_pid();
 	a->ctl_fd = -1;
 	a->mount_dev = dev;
 	a->page_size = (size_t)sfs.f_bsize;
@@ -665,7 +665,7 @@ void hmm__observe(const struct hmm__attached_vma *v)
 	if (!v->name || v->name[0] != '/' || !v->ino)
 		return;
 	pthread_mutex_lock(&observers.lock);
-	if (observers.pid != getpid())
+	if (observers.pid != hmm__self_pid())
 		forget_parents();
 	for (unsigned i = 0; i < observers.nunobserved; i++) {
 		if (observers.unobserved[i] == dev) {

@@ -20,6 +20,25 @@ bool hmm__numa_node_exists(int node)
 	return node <= numa_max_node() && numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)node);
 }
 
+static pid_t self_pid;
+
+static void pid_in_child(void)
+{
+	__atomic_store_n(&self_pid, getpid(), __ATOMIC_RELAXED);
+}
+
+/* At load, before any other fork handler of libhmm, which may ask. */
+__attribute__((constructor(102))) static void pid_init(void)
+{
+	pid_in_child();
+	pthread_atfork(NULL, NULL, pid_in_child);
+}
+
+pid_t hmm__self_pid(void)
+{
+	return __atomic_load_n(&self_pid, __ATOMIC_RELAXED);
+}
+
 const char *hmm__device_type_name(enum hmm__device_type type)
 {
 	return type == HMM__DEVICE_COHERENT ? "coherent" : "private";
@@ -54,6 +73,13 @@ out_pool:
 out_free:
 	hmm__free(dev);
 	return err;
+}
+
+void hmm__device_forget(struct hmm__device *dev)
+{
+	hmm__dma_forget(dev->dma);
+	hmm__pool_forget(&dev->pool);
+	hmm__free(dev);
 }
 
 void hmm__device_destroy(struct hmm__device *dev)

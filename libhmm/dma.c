@@ -494,6 +494,11 @@ void hmm__dma_destroy(struct hmm__dma *dma)
 		stop_engines(dma, dma->nengines);
 }
 
+void hmm__dma_forget(struct hmm__dma *dma)
+{
+	hmm__free(dma);
+}
+
 unsigned hmm__dma_engines(const struct hmm__dma *dma)
 {
 	return dma->nengines;

@@ -213,6 +213,9 @@ int hmm__pool_init(struct hmm__pool *p, size_t page_size, uint64_t capacity,
 		   int numa_node);
 /* Free every chunk.  All pages must have been freed first. */
 void hmm__pool_destroy(struct hmm__pool *p);
+/* In a fork child, for an inherited pool: unmap and free without locking
+ * or checking (the parent's pages are the parent's). */
+void hmm__pool_forget(struct hmm__pool *p);
 /*
  * hmm__pool_alloc() - take one page.  *zeroed tells whether it is known to
  * hold zeros (fresh from the system); otherwise its contents are undefined.
@@ -331,6 +334,9 @@ int hmm__dma_create(unsigned nengines, uint64_t bw, uint64_t latency_ns,
 		    int numa_node, struct hmm__dma **out);
 /* Wait for all queued copies, stop the threads, free. */
 void hmm__dma_destroy(struct hmm__dma *dma);
+/* In a fork child, for inherited engines (their threads are the parent's):
+ * free without locking or joining. */
+void hmm__dma_forget(struct hmm__dma *dma);
 /*
  * hmm__dma_submit() - queue n copies (none may overlap another's dst) and
  * account them to fence f, which must have been initialised.  Returns at
@@ -410,6 +416,17 @@ int hmm__device_create(unsigned index, const struct hmm__device_config *cfg,
 		       struct hmm__device **out);
 /* Context: every page of the device must have been freed. */
 void hmm__device_destroy(struct hmm__device *dev);
+/* hmm__device_destroy for a device a fork child inherited. */
+void hmm__device_forget(struct hmm__device *dev);
+
+/*
+ * hmm__self_pid() - this process's pid, kept across fork() by a handler
+ * (cheaper than getpid(), a system call).  An object that records another
+ * pid was inherited from a fork's parent: its threads are not in this
+ * process and its locks may be held for ever by threads that are not
+ * either, so a child only forgets it (libhmm(3), "Threads").
+ */
+pid_t hmm__self_pid(void);
 const char *hmm__device_type_name(enum hmm__device_type type);
 
 /* Is node a NUMA node of this machine?  Without NUMA support only node 0 is. */

@@ -205,6 +205,15 @@ static int start_units(struct hmm_mirror *m)
 	return 0;
 }
 
+void hmm__launch_forget(struct hmm_mirror *m)
+{
+	hmm__free(m->cus);
+	hmm__free(m->launch);
+	m->cus = NULL;
+	m->launch = NULL;
+	m->ncus = 0;
+}
+
 void hmm__launch_stop(struct hmm_mirror *m)
 {
 	struct hmm__launch *l = m->launch;
@@ -242,6 +251,8 @@ HMM_EXPORT int hmm_launch(struct hmm_mirror *m, uint64_t nitems, hmm_kernel_fn f
 
 	if (!m || !fn)
 		return -EINVAL;
+	if (hmm__inherited(m->dev))
+		return -ENODEV;
 	if (current_cu)
 		return -EDEADLK;
 	pthread_mutex_lock(&m->dev->lock);

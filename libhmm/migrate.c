@@ -156,6 +156,8 @@ HMM_EXPORT int hmm_device_page_alloc(struct hmm_device *dev, void **page)
 
 	if (!dev || !page)
 		return -EINVAL;
+	if (hmm__inherited(dev))
+		return -ENODEV;
 	err = hmm__pool_alloc(&dev->core->pool, page, &zeroed);
 	/* A device of an hmmfs mount: room is reserved from its daemon (and
 	 * reserved again if another thread took it first). */
@@ -167,7 +169,7 @@ HMM_EXPORT int hmm_device_page_alloc(struct hmm_device *dev, void **page)
 
 HMM_EXPORT void hmm_device_page_free(struct hmm_device *dev, void *page)
 {
-	if (!dev || !page)
+	if (!dev || !page || hmm__inherited(dev))
 		return;
 	hmm__pool_free(&dev->core->pool, page);
 	if (dev->attached)
@@ -180,6 +182,8 @@ HMM_EXPORT int hmm_device_dma(struct hmm_device *dev, void *dst, const void *src
 
 	if (!dev || ((!dst || !src) && len))
 		return -EINVAL;
+	if (hmm__inherited(dev))
+		return -ENODEV;
 	if (!len)
 		return 0;
 	return hmm__dma_copy_sync(dev->core->dma, &c, 1);
@@ -191,6 +195,8 @@ HMM_EXPORT int hmm_device_stats(struct hmm_device *dev, struct hmm_device_stats 
 
 	if (!dev || !st)
 		return -EINVAL;
+	if (hmm__inherited(dev))
+		return -ENODEV;
 	c = &dev->core->counters;
 	if (dev->attached) {
 		/* The mount's device: its memory (reservations included) and
@@ -485,6 +491,8 @@ HMM_EXPORT int hmm_migrate_vma_setup(struct hmm_migrate_vma *a)
 	    (a->flags != HMM_MIGRATE_VMA_SELECT_SYSTEM &&
 	     a->flags != HMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE))
 		return -EINVAL;
+	if (hmm__inherited(a->pgmap_owner))
+		return -ENODEV;
 	a->npages = (a->end - a->start) / ps;
 	a->cpages = 0;
 	memset(a->src, 0, a->npages * sizeof(*a->src));
@@ -949,6 +957,8 @@ HMM_EXPORT int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t
 		*moved = 0;
 	if (!dev || !len || (va | len) & (ps - 1) || end < va)
 		return -EINVAL;
+	if (hmm__inherited(dev))
+		return -ENODEV;
 	for (; va < end && !err; va += ROUND_PAGES * ps) {
 		struct hmm_migrate_vma a = {
 			.start = va,

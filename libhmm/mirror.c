@@ -68,6 +68,7 @@ HMM_EXPORT int hmm_device_create(const struct hmm_device_config *cfg, struct hmm
 		return err;
 	}
 	pthread_mutex_init(&dev->lock, NULL);
+	dev->pid = hmm__self_pid();
 	dev->compute_units = cfg->compute_units ? cfg->compute_units
 						: hmm__default_compute_units();
 	*out = dev;
@@ -83,10 +84,29 @@ unsigned hmm__default_compute_units(void)
 	return n > HMM_MAX_COMPUTE_UNITS ? HMM_MAX_COMPUTE_UNITS : (unsigned)n;
 }
 
+/*
+ * A fork child forgets what it inherited: the threads are the parent's and
+ * the locks may be held by them for ever; the child's copy of the memory
+ * goes.  Its anonymous pages came back before the fork (invalidate.c), and
+ * an attached device's session is the parent's.
+ */
+static int device_forget(struct hmm_device *dev)
+{
+	if (dev->mirror)
+		return -EBUSY;
+	if (dev->attached)
+		hmm__attached_detach(dev->attached); /* foreign: only forgets */
+	hmm__device_forget(dev->core);
+	hmm__free(dev);
+	return 0;
+}
+
 HMM_EXPORT int hmm_device_destroy(struct hmm_device *dev)
 {
 	if (!dev)
 		return 0;
+	if (hmm__inherited(dev))
+		return device_forget(dev);
 	pthread_mutex_lock(&dev->lock);
 	if (dev->mirror) {
 		pthread_mutex_unlock(&dev->lock);
@@ -166,6 +186,8 @@ HMM_EXPORT int hmm_mirror_create_pt(struct hmm_device *dev, const struct hmm_pt_
 
 	if (!dev || !out || (ops && !pt_ops_complete(ops)))
 		return -EINVAL;
+	if (hmm__inherited(dev))
+		return -ENODEV;
 	m = hmm__calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
@@ -212,6 +234,16 @@ HMM_EXPORT void hmm_mirror_destroy(struct hmm_mirror *m)
 {
 	if (!m)
 		return;
+	if (hmm__inherited(m->dev)) { /* see device_forget() */
+		hmm__launch_forget(m);
+		hmm_interval_notifier_remove(m->sub); /* on no list of this process */
+		m->dev->mirror = NULL;
+		m->pt_ops->destroy(m->pt);
+		hmm__fault_buffer_destroy(&m->faults);
+		hmm__advice_destroy(&m->advice);
+		hmm__free(m);
+		return;
+	}
 	hmm__launch_stop(m);
 	/* After this no callback runs, so the table is ours alone. */
 	hmm_interval_notifier_remove(m->sub);
@@ -351,6 +383,8 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 
 	if (!m || (!buf && len) || end < va || end > HMM__VA_LIMIT)
 		return -EINVAL;
+	if (hmm__inherited(m->dev))
+		return -ENODEV;
 	mask = m->page_size - 1;
 	bsize = ACCESS_BATCH * m->page_size;
 	bounce = hmm__malloc(bsize);
@@ -438,6 +472,8 @@ HMM_EXPORT int hmm_mirror_stats(struct hmm_mirror *m, struct hmm_mirror_stats *s
 {
 	if (!m || !st)
 		return -EINVAL;
+	if (hmm__inherited(m->dev))
+		return -ENODEV;
 	pthread_mutex_lock(&m->lock);
 	*st = m->stats;
 	pthread_mutex_unlock(&m->lock);
@@ -499,6 +535,8 @@ HMM_EXPORT int hmm_make_device_exclusive(struct hmm_mirror *m, uint64_t start, u
 {
 	if (bad_range(m, start, end))
 		return -EINVAL;
+	if (hmm__inherited(m->dev))
+		return -ENODEV;
 	hmm__launch_quiesce_self();
 	return map_exclusive(m, start, end);
 }
@@ -509,6 +547,8 @@ HMM_EXPORT int hmm_mirror_check_exclusive(struct hmm_mirror *m, uint64_t start, 
 
 	if (bad_range(m, start, end))
 		return -EINVAL;
+	if (hmm__inherited(m->dev))
+		return -ENODEV;
 	pthread_mutex_lock(&m->lock);
 	for (uint64_t va = start; va < end && !err; va += m->page_size)
 		if (!(m->pt_ops->lookup(m->pt, va, NULL) & HMM__PTE_EXCLUSIVE))
@@ -524,6 +564,8 @@ HMM_EXPORT int hmm_mirror_atomic_add_u64(struct hmm_mirror *m, uint64_t va, uint
 
 	if (!m || (va & 7) || va >= HMM__VA_LIMIT)
 		return -EINVAL;
+	if (hmm__inherited(m->dev))
+		return -ENODEV;
 	page = va & ~(m->page_size - 1);
 	hmm__launch_quiesce_self();
 	for (int tries = 0; tries < EXCLUSIVE_TRIES; tries++) {

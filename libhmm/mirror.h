@@ -31,9 +31,20 @@ struct hmm_device {
 	unsigned attached_index;       /* the mount's device */
 	uint32_t attached_type;        /* HMM_DEVICE_PRIVATE or _COHERENT */
 	unsigned compute_units;
+	pid_t pid;                     /* the process that made it (hmm__inherited) */
 	pthread_mutex_t lock;
 	struct hmm_mirror *mirror; /* protected by lock */
 };
+
+/*
+ * A device a fork child inherited: its threads are the parent's, so the
+ * child only forgets it and its mirror; every other call on them gives
+ * -ENODEV (libhmm(3), "Threads").
+ */
+static inline bool hmm__inherited(const struct hmm_device *dev)
+{
+	return dev->pid != hmm__self_pid();
+}
 
 /* A compute unit: a thread with its TLB, running kernel instances.  Each
  * starts on its own cache lines: its TLB counters change at every access. */
@@ -139,6 +150,8 @@ unsigned hmm__default_compute_units(void);
 
 /* launch.c: stop and free the compute units.  Context: no launch running. */
 void hmm__launch_stop(struct hmm_mirror *m);
+/* hmm__launch_stop in a fork child: the units' threads are the parent's. */
+void hmm__launch_forget(struct hmm_mirror *m);
 /*
  * launch.c: if the calling thread is a compute unit, withdraw its
  * announcement (it makes one again at its next access).  Called before

@@ -42,6 +42,7 @@ struct hmm_interval_notifier {
 	void *priv;
 	uint64_t invalidate_seq;  /* odd; atomic */
 	bool linked;              /* on mm.subs; protected by mm.lock */
+	uint64_t forks;           /* mm.forks when inserted */
 	bool deferred_remove;     /* unlink at the end of the invalidations */
 	struct hmm_interval_notifier *next;          /* on mm.subs */
 	struct hmm_interval_notifier *deferred_next; /* on mm.deferred */
@@ -54,6 +55,7 @@ static struct {
 	unsigned active;       /* invalidations between start and end */
 	struct hmm_interval_notifier *subs;     /* sorted by start */
 	struct hmm_interval_notifier *deferred; /* to insert or remove at the end */
+	uint64_t forks;        /* fork children this process is (fork_child) */
 	pthread_once_t once;
 } mm = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -80,6 +82,7 @@ static void fork_child(void)
 	mm.active = 0;
 	mm.subs = NULL;
 	mm.deferred = NULL;
+	mm.forks++; /* the parent's subscriptions are no child's */
 }
 
 static void mm_init(void)
@@ -132,6 +135,7 @@ HMM_EXPORT int hmm_interval_notifier_insert(uint64_t start, uint64_t length,
 	sub->ops = ops;
 	sub->priv = priv;
 	pthread_mutex_lock(&mm.lock);
+	sub->forks = mm.forks;
 	if (mm.active) {
 		/* It may have missed an invalidation in progress: read_begin
 		 * waits for them all to end. */
@@ -155,7 +159,9 @@ HMM_EXPORT void hmm_interval_notifier_remove(struct hmm_interval_notifier *sub)
 	if (!sub)
 		return;
 	pthread_mutex_lock(&mm.lock);
-	if (!sub->linked) {
+	if (sub->forks != mm.forks) {
+		/* Inherited from a fork's parent: on no list of this process. */
+	} else if (!sub->linked) {
 		/* Inserted during invalidations and not linked yet: drop it
 		 * from the deferred list. */
 		struct hmm_interval_notifier **pp = &mm.deferred;

@@ -16,9 +16,8 @@
  *                       move (file and shared memory, a full device) is
  *                       mapped where it is.
  *
- * Migration never reaches past an advised range: pages around an
- * allocation may hold anything, libhmm's own data included, and a page of
- * libhmm's that moved would fault in the thread that serves faults.
+ * Migration never reaches past an advised range: pages around it belong
+ * to other allocations, which the program did not ask to move.
  *
  * The fault buffer (fault.c) asks before each fault it serves.  The advice
  * list is short and read under its own lock (a leaf).
@@ -94,6 +93,8 @@ HMM_EXPORT int hmm_mirror_advise(struct hmm_mirror *m, const void *addr, size_t 
 	    (start | end) & (m->page_size - 1) ||
 	    (policy != HMM_POLICY_MAP && policy != HMM_POLICY_MIGRATE))
 		return -EINVAL;
+	if (hmm__inherited(m->dev))
+		return -ENODEV;
 	a = &m->advice;
 	pthread_mutex_lock(&a->lock);
 	err = advice_cut(a, start, end);

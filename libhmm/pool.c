@@ -601,6 +601,11 @@ static void unmap_one(void *item, void *arg)
 	hmm__free(c);
 }
 
+void hmm__pool_forget(struct hmm__pool *p)
+{
+	hmm__radix_truncate(&p->chunks, 0, unmap_one, p);
+}
+
 void hmm__pool_destroy(struct hmm__pool *p)
 {
 	HMM_ASSERT(p->used_pages == 0);

@@ -436,15 +436,18 @@ Test(attach, a_forked_child_leaves_the_parents_session_alone)
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
-		/* The session is the parent's: no memory for the child from it.
-		 * (The pages are written first: shared copy-on-write ones do
-		 * not move.) */
+		/* The device is the parent's (libhmm(3), "Threads"): no
+		 * memory for the child from its session, and destroying it
+		 * leaves the session to the parent.  (The pages are written
+		 * first: shared copy-on-write ones would not move anyway.) */
 		int err;
 
 		pattern_fill(mine, 8 * PAGE, 0, 33);
 		err = hmm_migrate_to_device(dev, mine, 8 * PAGE, NULL);
-		if (err != -ECONNRESET)
+		if (err != -ENODEV)
 			_exit(100 + (-err & 0x7f));
+		if (hmm_device_destroy(dev) != 0)
+			_exit(2);
 		_exit(pattern_check(mine, 8 * PAGE, 0, 33) == -1 ? 0 : 1);
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);

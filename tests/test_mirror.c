@@ -12,6 +12,7 @@
 #include <hmm.h>
 
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -20,6 +21,8 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "helpers.h"
 
 #define PS 4096UL
 #define NPAGES 1024 /* 4 MiB, as the kernel's hmm-tests use */
@@ -195,6 +198,83 @@ Test(mirror, after_fork_a_device_write_in_the_parent_leaves_the_child_its_copy)
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		  "the child saw the parent's device write (status %#x)", status);
 	munmap(p, 4 * PS);
+}
+
+static void add_one_kernel(struct hmm_kernel *k, void *arg)
+{
+	((uint64_t *)arg)[hmm_kernel_item(k)]++;
+}
+
+/*
+ * The child of a fork has none of libhmm's threads, so it has no devices
+ * (libhmm(3), "Threads"): the ones it inherited answer -ENODEV, and
+ * destroying them only forgets them, without waiting for the parent's
+ * threads.  Then it makes devices of its own.  The child reports each
+ * failure by its exit status; a hang is killed after 30 s.
+ */
+Test(mirror, a_fork_child_forgets_inherited_devices_and_makes_its_own)
+{
+	uint64_t *x = (uint64_t *)anon(4, PROT_READ | PROT_WRITE), moved;
+	unsigned char b[PS];
+	int status = 0;
+	pid_t pid, w = 0;
+
+	skip_under_tsan_if_children_start_threads();
+	/* Every kind of thread running: compute units, DMA engines, the CPU
+	 * fault server. */
+	cr_assert_eq(hmm_launch(mir, 64, add_one_kernel, x), 0);
+	cr_assert_eq(hmm_migrate_to_device(dev, x, 2 * PS, &moved), 0);
+	cr_assert_eq(x[0], 1);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct hmm_device_config cfg = { .size = sizeof(cfg), .type = HMM_DEVICE_PRIVATE,
+						 .memory = 4 << 20, .numa_node = -1 };
+		struct hmm_device *d2;
+		struct hmm_mirror *m2;
+		struct hmm_mirror_stats st;
+		void *page;
+
+		if (hmm_mirror_read(mir, (uintptr_t)x, b, 8) != -ENODEV ||
+		    hmm_mirror_stats(mir, &st) != -ENODEV ||
+		    hmm_launch(mir, 1, add_one_kernel, x) != -ENODEV)
+			_exit(10);
+		if (hmm_migrate_to_device(dev, x, PS, &moved) != -ENODEV ||
+		    hmm_device_page_alloc(dev, &page) != -ENODEV ||
+		    hmm_mirror_create(dev, &m2) != -ENODEV)
+			_exit(11);
+		if (hmm_device_destroy(dev) != -EBUSY) /* its mirror first, as anywhere */
+			_exit(12);
+		hmm_mirror_destroy(mir);
+		if (hmm_device_destroy(dev) != 0)
+			_exit(13);
+		/* Its own device: everything works. */
+		if (hmm_device_create(&cfg, &d2) || hmm_mirror_create(d2, &m2))
+			_exit(14);
+		if (hmm_launch(m2, 64, add_one_kernel, x) || x[0] != 2 || x[63] != 2)
+			_exit(15);
+		if (hmm_migrate_to_device(d2, x, PS, &moved) || moved != 1 || x[1] != 2)
+			_exit(16);
+		hmm_mirror_destroy(m2);
+		_exit(hmm_device_destroy(d2) ? 17 : 0);
+	}
+	for (int i = 0; i < 3000 && w == 0; i++) {
+		w = waitpid(pid, &status, WNOHANG);
+		if (w == 0)
+			usleep(10000);
+	}
+	if (w == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		cr_assert_fail("the child hung");
+	}
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed (status %#x)",
+		  status);
+	/* The parent's device and mirror go on. */
+	cr_assert_eq(hmm_launch(mir, 64, add_one_kernel, x), 0);
+	cr_assert_eq(x[0], 2);
+	cr_assert_eq(hmm_mirror_read(mir, (uintptr_t)x, b, 8), 0);
+	munmap(x, 4 * PS);
 }
 
 /* The kernel's anon_teardown: a reader against munmap/mmap of the same range. */

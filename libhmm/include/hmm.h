@@ -612,7 +612,10 @@ int hmm_device_create(const struct hmm_device_config *cfg, struct hmm_device **o
  * Anonymous memory on the device comes back to host RAM first, and CPU
  * faults bringing pages back meanwhile are waited for.
  * Context: its mirror must have been destroyed, and no migration to the
- * device (hmm_migrate_vma_setup() with it as owner) may be under way.
+ * device (hmm_migrate_vma_setup() with it as owner) may be under way.  In
+ * a fork() child, a device it inherited (every other call on it, and on
+ * its mirror, gives -ENODEV) is only forgotten: its threads are the
+ * parent's.
  * Return: 0, -EBUSY (it still has a mirror: nothing was done).
  */
 int hmm_device_destroy(struct hmm_device *dev);
