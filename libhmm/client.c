@@ -162,6 +162,7 @@ static int invalidate(struct hmm__client *c, const struct hmm__msg *msg)
  * ends and the queue is empty. */
 static void *invalidator_main(void *arg)
 {
+	void *stack = hmm__own_stack_begin(); /* not for a migration to take */
 	struct hmm__client *c = arg;
 
 	pthread_mutex_lock(&c->reply_lock);
@@ -183,11 +184,13 @@ static void *invalidator_main(void *arg)
 		pthread_mutex_lock(&c->reply_lock);
 	}
 	pthread_mutex_unlock(&c->reply_lock);
+	hmm__own_stack_end(stack);
 	return NULL;
 }
 
 static void *reader_main(void *arg)
 {
+	void *stack = hmm__own_stack_begin(); /* not for a migration to take */
 	struct hmm__client *c = arg;
 	struct hmm__msg msg;
 	int fd;
@@ -226,6 +229,7 @@ static void *reader_main(void *arg)
 	pthread_cond_broadcast(&c->replied);
 	pthread_cond_signal(&c->inval_queued);
 	pthread_mutex_unlock(&c->reply_lock);
+	hmm__own_stack_end(stack);
 	return NULL;
 }
 

@@ -230,6 +230,7 @@ static void event(const struct uffd_msg *m)
 
 static void *reader_main(void *arg)
 {
+	void *stack = hmm__own_stack_begin(); /* not for a migration to take */
 	(void)arg;
 	for (;;) {
 		struct pollfd p = { .fd = mon.uffd, .events = POLLIN };
@@ -262,11 +263,13 @@ static void *reader_main(void *arg)
 		if (faults)
 			pthread_cond_signal(&mon.q_cond);
 	}
+	hmm__own_stack_end(stack);
 	return NULL;
 }
 
 static void *server_main(void *arg)
 {
+	void *stack = hmm__own_stack_begin(); /* not for a migration to take */
 	uint64_t batch[READ_BATCH];
 
 	(void)arg;
@@ -300,6 +303,7 @@ static void *server_main(void *arg)
 		}
 		pthread_mutex_lock(&mon.q_lock);
 	}
+	hmm__own_stack_end(stack);
 	return NULL;
 }
 

@@ -282,6 +282,7 @@ static void run_job(struct engine *e, const struct job *job)
 
 static void *engine_main(void *arg)
 {
+	void *stack = hmm__own_stack_begin(); /* not for a migration to take */
 	struct engine *e = arg;
 	char name[16];
 
@@ -312,6 +313,7 @@ static void *engine_main(void *arg)
 		hmm__free(job);
 		fence_put(fence);
 	}
+	hmm__own_stack_end(stack);
 	return NULL;
 }
 

@@ -118,19 +118,31 @@ void AnnotateIgnoreReadsEnd(const char *file, int line);
  * alloc.c - libhmm's own memory, off the program's heap, so that migrating
  * a program's malloc'd memory never moves libhmm's data with it.  Every
  * object of libhmm-core is allocated and freed with these, and only these;
- * the hmmfs daemon's own objects use the C library's.  Migration refuses
- * the mappings (hmm__snapshot does not count them as anonymous memory).
+ * the hmmfs daemon's own objects use the C library's.
  * ------------------------------------------------------------------------ */
 void *hmm__malloc(size_t n);
 void *hmm__calloc(size_t n, size_t size);
 void *hmm__realloc(void *p, size_t n);
-/* align: a power of two up to 64 KiB. */
+/* align: a power of two up to 128 KiB. */
 void *hmm__aligned_alloc(size_t align, size_t n);
 void hmm__free(void *p);
 /*
+ * The registry of libhmm's own mappings, which migration refuses (besides
+ * the allocator's, recorded by it): anonymous memory mapped and recorded
+ * at once (flags: MAP_FIXED, MAP_NORESERVE; private and anonymous always),
+ * unrecorded and unmapped at once; memory mapped by others (a thread's
+ * stack: begin at the thread's start, end before it returns).
+ */
+void *hmm__own_mmap(void *addr, size_t len, int prot, int flags);
+int hmm__own_munmap(void *addr, size_t len);
+void hmm__own_register(const void *addr, size_t len);
+void hmm__own_unregister(const void *addr);
+void *hmm__own_stack_begin(void);
+void hmm__own_stack_end(void *stack);
+/*
  * hmm__alloc_own_ranges() - call fn(arg, s, e) for each part [s, e) of
  * [start, end) that is libhmm's own memory.  Context: fn runs under a leaf
- * lock: it must not allocate or take a lock.  Nothing under ASan.
+ * lock: it must not allocate or take a lock.
  */
 void hmm__alloc_own_ranges(uint64_t start, uint64_t end,
 			   void (*fn)(void *arg, uint64_t s, uint64_t e), void *arg);

@@ -109,6 +109,7 @@ void hmm__launch_quiesce_self(void)
 
 static void *cu_main(void *arg)
 {
+	void *stack = hmm__own_stack_begin(); /* not for a migration to take */
 	struct hmm__cu *cu = arg;
 	struct hmm__launch *l = cu->mirror->launch;
 	uint64_t seen = 0;
@@ -157,6 +158,7 @@ static void *cu_main(void *arg)
 			pthread_cond_signal(&l->done);
 		pthread_mutex_unlock(&l->state);
 	}
+	hmm__own_stack_end(stack);
 	return NULL;
 }
 

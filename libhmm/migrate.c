@@ -102,12 +102,19 @@ static const char *zero_page(void)
 	char *z = __atomic_load_n(&zero, __ATOMIC_ACQUIRE);
 
 	if (!z) {
-		z = mmap(NULL, page_size(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		char *none = NULL;
+
+		/* libhmm's own: a migration must not take it. */
+		z = hmm__own_mmap(NULL, page_size(), PROT_READ, 0);
 		if (z == MAP_FAILED)
 			return NULL;
 		/* Touch it: UFFDIO_COPY reads it. */
 		(void)*(volatile char *)z;
-		__atomic_store_n(&zero, z, __ATOMIC_RELEASE);
+		if (!__atomic_compare_exchange_n(&zero, &none, z, false, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE)) {
+			hmm__own_munmap(z, page_size()); /* another thread was first */
+			z = none;
+		}
 	}
 	return z;
 }

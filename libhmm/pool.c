@@ -211,8 +211,8 @@ static int chunk_back(struct hmm__pool *p, struct hmm__pool_owner *o, char *base
 	void *m;
 
 	if (!o) {
-		m = hmm__sys_mmap(base, size, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+		/* Device memory is libhmm's own: never migrated. */
+		m = hmm__own_mmap(base, size, PROT_READ | PROT_WRITE, MAP_NORESERVE | MAP_FIXED);
 		return m == MAP_FAILED ? -errno : 0;
 	}
 	if (ftruncate(o->fd, (off_t)(o->size + size)) < 0)
@@ -245,7 +245,7 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p, struct hmm__pool_owner 
 	base = reserve_aligned(size);
 	if (!base || chunk_back(p, o, base, &c->offset) < 0) {
 		if (base)
-			hmm__sys_munmap(base, size);
+			hmm__own_munmap(base, size);
 		hmm__free(c);
 		return NULL;
 	}
@@ -262,7 +262,7 @@ static struct hmm__chunk *chunk_map(struct hmm__pool *p, struct hmm__pool_owner 
 	c->owner = o;
 	c->nfresh = size / p->page_size;
 	if (hmm__radix_insert(&p->chunks, (uintptr_t)base >> p->chunk_shift, c) < 0) {
-		hmm__sys_munmap(base, size);
+		hmm__own_munmap(base, size);
 		hmm__free(c);
 		return NULL;
 	}
@@ -497,7 +497,7 @@ void hmm__pool_owner_destroy(struct hmm__pool *p, struct hmm__pool_owner *o)
 		if (c->held)
 			p->nheld--;
 		hmm__radix_delete(&p->chunks, (uintptr_t)c->base >> p->chunk_shift);
-		hmm__sys_munmap(c->base, p->chunk_size);
+		hmm__own_munmap(c->base, p->chunk_size);
 		hmm__free(c);
 		p->nchunks--;
 		p->nempty--;
@@ -597,7 +597,7 @@ static void unmap_one(void *item, void *arg)
 	struct hmm__pool *p = arg;
 	struct hmm__chunk *c = item;
 
-	hmm__sys_munmap(c->base, p->chunk_size);
+	hmm__own_munmap(c->base, p->chunk_size);
 	hmm__free(c);
 }
 

@@ -183,6 +183,7 @@ static void source_event(uint8_t kind, uint64_t start, uint64_t end)
 
 static void *dispatcher_main(void *arg)
 {
+	void *stack = hmm__own_stack_begin(); /* not for a migration to take */
 	(void)arg;
 	on_dispatcher = true;
 	pthread_mutex_lock(&src.lock);
@@ -221,6 +222,7 @@ static void *dispatcher_main(void *arg)
 			pthread_mutex_lock(&src.lock);
 		}
 	}
+	hmm__own_stack_end(stack);
 	return NULL;
 }
 
