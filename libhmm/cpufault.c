@@ -77,6 +77,7 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -230,7 +231,6 @@ static void event(const struct uffd_msg *m)
 
 static void *reader_main(void *arg)
 {
-	void *stack = hmm__own_stack_begin(); /* not for a migration to take */
 	(void)arg;
 	for (;;) {
 		struct pollfd p = { .fd = mon.uffd, .events = POLLIN };
@@ -263,8 +263,35 @@ static void *reader_main(void *arg)
 		if (faults)
 			pthread_cond_signal(&mon.q_cond);
 	}
-	hmm__own_stack_end(stack);
 	return NULL;
+}
+
+/*
+ * The reader's stack is libhmm's own (a migration must not take it), and
+ * made here: the thread that records its own stack asks the C library,
+ * which allocates, and the reader must never allocate (a fork() holds
+ * malloc's locks while it waits for the reader to read its event).  The
+ * reader lives as long as the process.
+ */
+#define READER_STACK ((size_t)256 << 10)
+
+static int start_reader(void)
+{
+	size_t ps = (size_t)hmm__sys_page_size();
+	char *m = hmm__own_mmap(NULL, ps + READER_STACK, PROT_READ | PROT_WRITE, 0);
+	pthread_attr_t attr;
+	int err;
+
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	syscall(SYS_mprotect, m, ps, PROT_NONE); /* a guard page below it */
+	pthread_attr_init(&attr);
+	pthread_attr_setstack(&attr, m + ps, READER_STACK);
+	err = -pthread_create(&mon.reader, &attr, reader_main, NULL);
+	pthread_attr_destroy(&attr);
+	if (err)
+		hmm__own_munmap(m, ps + READER_STACK);
+	return err;
 }
 
 static void *server_main(void *arg)
@@ -411,7 +438,7 @@ int hmm__cpufault_start(void)
 	err = -pthread_create(&mon.server, NULL, server_main, NULL);
 	if (err)
 		goto fail;
-	err = -pthread_create(&mon.reader, NULL, reader_main, NULL);
+	err = start_reader();
 	if (err) {
 		/* The server waits for faults that cannot come: leave it. */
 		pthread_detach(mon.server);
