@@ -232,24 +232,26 @@ out_free:
 
 HMM_EXPORT void hmm_mirror_destroy(struct hmm_mirror *m)
 {
+	bool inherited;
+
 	if (!m)
 		return;
-	if (hmm__inherited(m->dev)) { /* see device_forget() */
+	/* Inherited across fork: only forgotten (see device_forget()). */
+	inherited = hmm__inherited(m->dev);
+	if (inherited)
 		hmm__launch_forget(m);
-		hmm_interval_notifier_remove(m->sub); /* on no list of this process */
-		m->dev->mirror = NULL;
-		m->pt_ops->destroy(m->pt);
-		hmm__fault_buffer_destroy(&m->faults);
-		hmm__advice_destroy(&m->advice);
-		hmm__free(m);
-		return;
-	}
-	hmm__launch_stop(m);
-	/* After this no callback runs, so the table is ours alone. */
+	else
+		hmm__launch_stop(m);
+	/* After this no callback runs, so the table is ours alone.  (An
+	 * inherited subscription is on no list of this process.) */
 	hmm_interval_notifier_remove(m->sub);
-	pthread_mutex_lock(&m->dev->lock);
-	m->dev->mirror = NULL;
-	pthread_mutex_unlock(&m->dev->lock);
+	if (inherited) {
+		m->dev->mirror = NULL;
+	} else {
+		pthread_mutex_lock(&m->dev->lock);
+		m->dev->mirror = NULL;
+		pthread_mutex_unlock(&m->dev->lock);
+	}
 	m->pt_ops->destroy(m->pt);
 	hmm__fault_buffer_destroy(&m->faults);
 	hmm__advice_destroy(&m->advice);

@@ -609,7 +609,7 @@ void hmm__pool_forget(struct hmm__pool *p)
 void hmm__pool_destroy(struct hmm__pool *p)
 {
 	HMM_ASSERT(p->used_pages == 0);
-	hmm__radix_truncate(&p->chunks, 0, unmap_one, p);
+	hmm__pool_forget(p);
 	p->partial = NULL;
 	p->nchunks = 0;
 	p->nempty = 0;
