@@ -282,14 +282,21 @@ void hmm__alloc_own_ranges(uint64_t start, uint64_t end,
 
 #define CHUNK ((size_t)256 << 10) /* a small class's chunk; every mapping's alignment */
 #define CHUNKS_PER_MAP 16	  /* chunks mapped at once */
-#define SMALL_MAX ((size_t)4096)  /* larger sizes get their own mapping */
+#define SMALL_MAX ((size_t)16384) /* larger sizes get their own mapping */
 #define BIG_OFFSET ((size_t)64)	  /* a large block's payload, from its mapping */
 #define MAGIC_SMALL 0x686d6d73u	  /* "hmms" */
 #define MAGIC_BIG 0x686d6d62u	  /* "hmmb" */
 
-/* Multiples of 16, each at most 1.5 times the one before. */
+/*
+ * Multiples of 16, each at most 1.5 times the one before.  Up to 16 KiB: a
+ * page table's table (a page of entries and a count) is a small block, not
+ * a mapping; mmap and munmap take the mm's lock for writing, which made
+ * the device faults of several compute units wait for each other's
+ * MADV_POPULATE_WRITE.
+ */
 static const uint32_t class_size[] = {
 	16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
+	6144, 8192, 12288, 16384,
 };
 #define NCLASSES (sizeof(class_size) / sizeof(class_size[0]))
 
