@@ -224,7 +224,11 @@ static void event(const struct uffd_msg *m)
 	default:
 		return;
 	}
-	if (start >= end || !mon.events || own_change(start, end))
+	if (start >= end || !mon.events)
+		return;
+	if (m->event == UFFD_EVENT_UNMAP || m->event == UFFD_EVENT_REMAP)
+		hmm__uffd_source->unmapped();
+	if (own_change(start, end))
 		return;
 	hmm__uffd_source->event(m->event, start, end);
 }

@@ -828,6 +828,10 @@ struct hmm__uffd_source {
 	/* An event (UFFD_EVENT_*) over [start, end).  Context: the reader; must
 	 * not wait for anything but a leaf lock. */
 	void (*event)(uint8_t kind, uint64_t start, uint64_t end);
+	/* An UNMAP or REMAP event, libhmm's own changes included (which
+	 * event() does not see): mappings went, and what watch() registered
+	 * may be gone with them.  Context: the reader; a leaf lock only. */
+	void (*unmapped)(void);
 	/* range.c: a range fault walks [start, end), a private anonymous
 	 * mapping: have its changes reported from now on. */
 	void (*watch)(uint64_t start, uint64_t end);

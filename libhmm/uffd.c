@@ -20,9 +20,18 @@
  * so every mirror fault) walks: range.c hands each such mapping to watch(),
  * which registers all of it on cpufault.c's userfaultfd in write-protect
  * mode.  Nothing is ever write-protected there, so no page fault comes of
- * it; only the events asked for at UFFDIO_API do.  A mapping already
- * registered is skipped by the kernel in one cheap ioctl, so a fault round
- * over 1 GiB pays one ioctl per 2 MiB window and never splits the mapping.
+ * it; only the events asked for at UFFDIO_API do.  UFFDIO_REGISTER takes
+ * the mm's lock for writing even over a mapping already registered, and
+ * so waits for every range fault populating memory (MADV_POPULATE_* holds
+ * it for reading): asked once per fault round, it made the device faults of
+ * several compute units take turns.  So the mappings registered are
+ * remembered (watched[], a few, the most recent) and not asked again.  A
+ * registered mapping cannot go without an UNMAP or REMAP event (munmap,
+ * mmap MAP_FIXED over it, brk, mremap), and every such event, libhmm's own
+ * changes included, forgets them all (unmapped()): a new mapping at the
+ * same place is registered afresh.  The reader handles the event before a
+ * later range fault walks (sync() waits for it), and a registration that
+ * races an event is not remembered (the unmaps count).
  * Registering at hmm_interval_notifier_insert() instead would not do: a
  * mirror subscribes to the whole address space, most of it not mapped yet.
  * Not watched, so covered by interposition only (and an hmmfs file by
@@ -103,6 +112,7 @@
 #include <string.h>
 
 #define RING_SIZE 1024 /* ranges; power of two */
+#define WATCHED 16     /* registered mappings remembered */
 
 /*
  * Invariant: head <= tail <= head + RING_SIZE; every range handed to
@@ -125,6 +135,9 @@ static struct {
 	bool running;               /* the dispatcher exists */
 	pthread_t dispatcher;
 	pthread_once_t atfork_once;
+	struct { uint64_t start, end; } watched[WATCHED]; /* registered mappings */
+	unsigned nwatched, next_watched;
+	uint64_t unmaps;            /* UNMAP and REMAP events read */
 } src = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.nonempty = PTHREAD_COND_INITIALIZER,
@@ -179,6 +192,14 @@ static void source_event(uint8_t kind, uint64_t start, uint64_t end)
 	queue_locked(start, end, event);
 	pthread_mutex_unlock(&src.lock);
 	pthread_cond_signal(&src.nonempty);
+}
+
+static void source_unmapped(void)
+{
+	pthread_mutex_lock(&src.lock);
+	src.nwatched = 0;
+	src.unmaps++;
+	pthread_mutex_unlock(&src.lock);
 }
 
 static void *dispatcher_main(void *arg)
@@ -236,6 +257,7 @@ static void forget_in_child(void)
 	src.head = src.tail = src.queued = src.dispatched = src.over_count = 0;
 	src.overflow = src.dispatching = src.kick = false;
 	src.running = false;
+	src.nwatched = 0; /* the child's userfaultfd is closed: none is registered */
 }
 
 static void install_atfork(void)
@@ -262,8 +284,27 @@ static void source_watch(uint64_t start, uint64_t end)
 {
 	if (!hmm__cpufault_events() && (hmm__cpufault_start() || !hmm__cpufault_events()))
 		return;
+	bool known = false;
+	uint64_t unmaps;
+
+	pthread_mutex_lock(&src.lock);
+	for (unsigned i = 0; i < src.nwatched && !known; i++)
+		known = src.watched[i].start <= start && end <= src.watched[i].end;
+	unmaps = src.unmaps;
+	pthread_mutex_unlock(&src.lock);
+	if (known)
+		return;
 	/* -EINVAL, -EBUSY: not ours to watch (see the top); nothing to do. */
-	(void)hmm__cpufault_watch(start, end);
+	if (hmm__cpufault_watch(start, end))
+		return;
+	pthread_mutex_lock(&src.lock);
+	if (src.unmaps == unmaps) {
+		unsigned i = src.nwatched < WATCHED ? src.nwatched++ : src.next_watched++ % WATCHED;
+
+		src.watched[i].start = start;
+		src.watched[i].end = end;
+	}
+	pthread_mutex_unlock(&src.lock);
 }
 
 static void source_sync(void)
@@ -317,6 +358,7 @@ static const struct hmm__uffd_source source = {
 		    UFFD_FEATURE_EVENT_REMOVE,
 	.start = source_start,
 	.event = source_event,
+	.unmapped = source_unmapped,
 	.watch = source_watch,
 	.sync = source_sync,
 	.pending = source_pending,

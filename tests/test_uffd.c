@@ -233,6 +233,45 @@ Test(uffd, realloc_moving_a_block_invalidates_the_old_range)
 		munmap(blocker, PS);
 }
 
+/*
+ * A new mapping where a watched one was, at the very same address, raw
+ * system calls only: its changes must be reported too.  uffd.c remembers
+ * the mappings it registered; how the old one went decides whether the
+ * reader reported it (a raw munmap, a raw mmap MAP_FIXED over it) or
+ * dropped it as libhmm's own (the interposed munmap): either way the
+ * new mapping is registered when the device first walks it.
+ */
+static void watched_again(unsigned char byte, int how)
+{
+	unsigned char *p = map_anon(16, byte), *q;
+
+	device_sees(p, 16 * PS, byte, "the first mapping");
+	if (how == 0) {
+		cr_assert_eq(syscall(SYS_munmap, p, 16 * PS), 0);
+	} else if (how == 1) {
+		cr_assert_eq(munmap(p, 16 * PS), 0);
+	}
+	q = (unsigned char *)syscall(SYS_mmap, p, 16 * PS, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS | (how == 2 ? MAP_FIXED : MAP_FIXED_NOREPLACE),
+				     -1, 0);
+	cr_assert_eq(q, p, "the new mapping is not where the old one was");
+	memset(q, byte + 1, 16 * PS);
+	device_sees(q, 16 * PS, byte + 1, "the new mapping");
+	forget();
+	cr_assert_eq(syscall(SYS_munmap, q + 8 * PS, 8 * PS), 0);
+	device_faults(q + 8 * PS, 8 * PS, "the new mapping, after a raw munmap");
+	cr_assert_eq(told(u(q) + 8 * PS, u(q) + 16 * PS, HMM_NOTIFY_UNMAP), 1);
+	device_sees(q, 8 * PS, byte + 1, "the rest of the new mapping");
+	munmap(q, 8 * PS);
+}
+
+Test(uffd, a_new_mapping_where_a_watched_one_was_is_watched_too)
+{
+	watched_again(0x21, 0); /* the old one went by a raw munmap */
+	watched_again(0x31, 1); /* by the interposed munmap (libhmm's own) */
+	watched_again(0x41, 2); /* replaced by a raw mmap MAP_FIXED */
+}
+
 Test(uffd, a_raw_madvise_dontneed_clears_the_range_and_the_device_reads_zeros)
 {
 	unsigned char *p = map_anon(8, 0x66);
