@@ -81,11 +81,18 @@ void hmm__advice_destroy(struct hmm__advice *a);
 /* fault.c: the device fault buffer (see the top of fault.c). */
 #define HMM__FAULT_BUFFER 64
 
+/* A faulting access waiting for its answer. */
+struct hmm__fault_waiter {
+	int result;      /* the access's answer, once done */
+	bool taken;      /* a servicer took the fault out of the buffer */
+	bool done;       /* result is set */
+};
+
 struct hmm__fault {
 	uint64_t page;   /* the faulting page */
 	uint64_t end;    /* how far the access may go on: map up to here */
 	bool write;
-	int *result;     /* the faulting access's answer */
+	struct hmm__fault_waiter *waiter;
 };
 
 struct hmm__fault_buffer {
@@ -93,9 +100,8 @@ struct hmm__fault_buffer {
 	pthread_cond_t serviced;   /* a batch was taken or serviced */
 	struct hmm__fault entries[HMM__FAULT_BUFFER]; /* queued, not yet taken */
 	unsigned n;
-	uint64_t filling;          /* the batch that queued faults belong to */
-	uint64_t done;             /* the last batch serviced */
-	bool servicing;            /* a thread is servicing a batch */
+	unsigned servicing;        /* batches being serviced now */
+	unsigned max_servicing;    /* at most this many at once: the CPUs */
 	uint64_t queued, batches;  /* counters */
 };
 

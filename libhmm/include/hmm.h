@@ -778,9 +778,10 @@ int hmm_mirror_write(struct hmm_mirror *mirror, uint64_t va, const void *buf, si
  * @launches: kernels launched (hmm_launch()).
  * @tlb_hits: kernel accesses translated by a compute unit's TLB.
  * @tlb_misses: kernel accesses that went to the page table (or faulted).
- * @fault_batches: batches the fault buffer serviced; faults queued at the
- *	same time (by several compute units) are serviced together, their
- *	pages merged into ranges.
+ * @fault_batches: batches the fault buffer serviced; faults of the same
+ *	pages queued at the same time (by several compute units), and all
+ *	faults queued while every CPU is servicing, are serviced together,
+ *	their pages merged into ranges.
  */
 struct hmm_mirror_stats {
 	uint64_t faults;
