@@ -523,6 +523,8 @@ static int walk_vma(struct walk *w, const struct vma *v, size_t i, size_t j, siz
 			out = HMM_PFN_VALID | map_order(w, v, pg[k]) | (addr >> 12);
 			if (page_writable(v, pg[k]))
 				out |= HMM_PFN_WRITE;
+			if (pg[k] & PG_ZERO)
+				out |= HMM_PFN_ZERO;
 			range->hmm_pfns[c + k] = out;
 			continue;
 fault:

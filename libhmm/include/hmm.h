@@ -488,7 +488,7 @@ void hmm_interval_set_seq(struct hmm_interval_notifier *sub, uint64_t cur_seq);
  * carries requests (HMM_PFN_REQ_FAULT: the page must be present; with
  * HMM_PFN_REQ_WRITE: present and writable), combined with the range's
  * defaults as (word & pfn_flags_mask) | default_flags.  On output it
- * carries HMM_PFN_VALID, HMM_PFN_WRITE, HMM_PFN_ERROR and the page order,
+ * carries HMM_PFN_VALID, HMM_PFN_WRITE, HMM_PFN_ERROR, HMM_PFN_ZERO and the page order,
  * and in its low bits the page's frame number in this process: the address
  * of the page's memory divided by the page size, which hmm_pfn_to_addr()
  * turns back into a pointer.  A page of system memory is at its own CPU
@@ -503,7 +503,10 @@ void hmm_interval_set_seq(struct hmm_interval_notifier *sub, uint64_t cur_seq);
 #define HMM_PFN_ERROR (1ULL << 61)
 #define HMM_PFN_ORDER_SHIFT 56
 #define HMM_PFN_ORDER_MASK (0x1fULL << HMM_PFN_ORDER_SHIFT)
-#define HMM_PFN_FLAGS (HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_ERROR | HMM_PFN_ORDER_MASK)
+/* Output: the shared zero page (the kernel's drivers ask is_zero_pfn()). */
+#define HMM_PFN_ZERO (1ULL << 55)
+#define HMM_PFN_FLAGS (HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_ERROR | HMM_PFN_ORDER_MASK | \
+		       HMM_PFN_ZERO)
 #define HMM_PFN_REQ_FAULT HMM_PFN_VALID
 #define HMM_PFN_REQ_WRITE HMM_PFN_WRITE
 
