@@ -1120,6 +1120,16 @@ HMM_EXPORT int hmm_migrate_to_ram(void *start, size_t len, uint64_t *moved)
 	return 0;
 }
 
+HMM_EXPORT int hmm_device_evict(struct hmm_device *dev)
+{
+	if (!dev)
+		return -EINVAL;
+	if (hmm__inherited(dev))
+		return -ENODEV;
+	hmm__anon_evict_device(dev);
+	return 0;
+}
+
 void hmm__anon_evict(uint64_t start, uint64_t end)
 {
 	evict(start, end, NULL);

@@ -143,6 +143,33 @@ Test(anon, pages_move_to_the_device_and_a_cpu_read_brings_each_back)
 	munmap(p, NPAGES * PS);
 }
 
+Test(anon, evicting_a_device_brings_back_its_pages_only_wherever_they_are)
+{
+	unsigned char *p = anon_map(NPAGES), *q = anon_map(NPAGES), *o = anon_map(NPAGES);
+
+	fill(p, NPAGES * PS, 3);
+	fill(q, NPAGES * PS, 4);
+	fill(o, NPAGES * PS, 5);
+	to_device(dev, p, NPAGES, NPAGES);
+	to_device(dev, q, NPAGES, NPAGES);
+	to_device(dev2, o, NPAGES, NPAGES);
+	cr_assert_eq(hmm_device_evict(NULL), -EINVAL);
+	cr_assert_eq(hmm_device_evict(dev), 0);
+	cr_assert_eq(dstats(dev).used, 0);
+	cr_assert_eq(dstats(dev).pages_out, 2 * NPAGES);
+	cr_assert_eq(dstats(dev2).used, NPAGES * PS, "the other device keeps its pages");
+	/* Back without a CPU fault, data intact. */
+	expect_fill(p, NPAGES * PS, 3, "the first range");
+	expect_fill(q, NPAGES * PS, 4, "the second range");
+	cr_assert_eq(dstats(dev).cpu_faults, 0);
+	cr_assert_eq(hmm_device_evict(dev), 0, "nothing left: still fine");
+	expect_fill(o, NPAGES * PS, 5, "the other device's range");
+	cr_assert_eq(dstats(dev2).cpu_faults, NPAGES);
+	munmap(p, NPAGES * PS);
+	munmap(q, NPAGES * PS);
+	munmap(o, NPAGES * PS);
+}
+
 Test(anon, the_owner_device_reads_and_writes_its_pages_without_bringing_them_back)
 {
 	unsigned char *p = anon_map(64), *buf = malloc(64 * PS);

@@ -1084,6 +1084,15 @@ int hmm_migrate_to_device(struct hmm_device *dev, void *start, size_t len, uint6
  * Return: 0; -EINVAL; -ENOMEM.
  */
 int hmm_migrate_to_ram(void *start, size_t len, uint64_t *moved);
+/**
+ * hmm_device_evict() - bring every anonymous page on dev back to host RAM,
+ * in whatever process range it is (the kernel's migrate_device_range, as a
+ * driver uses it when its memory goes away), and wait for the pages that
+ * CPU faults were bringing back meanwhile.
+ * Context: no driver lock held (it invalidates).
+ * Return: 0; -EINVAL (NULL); -ENODEV (a device inherited across fork()).
+ */
+int hmm_device_evict(struct hmm_device *dev);
 
 /**
  * struct hmm_device_stats - an embedded device's memory and migrations.
