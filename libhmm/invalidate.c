@@ -69,16 +69,29 @@ static struct {
 	pid_t (*fork)(void);
 } real = { .once = PTHREAD_ONCE_INIT };
 
+/*
+ * The C library's name.  RTLD_NEXT finds nothing when libhmm comes after
+ * the C library in the global scope, as it does when it is loaded as the
+ * dependency of a preloaded object (libhmm_dmirror.so): then ask the C
+ * library itself.
+ */
 static void *next_symbol(const char *name)
 {
 	void *f = dlsym(RTLD_NEXT, name);
+	Dl_info info;
+	void *libc;
 
-	if (!f) {
-		/* libc lacks it (pkey_mprotect before glibc 2.27): the wrapper
-		 * then fails with ENOSYS, as a missing system call would. */
+	if (f)
+		return f;
+	if (!dladdr((void *)getpid, &info) || !info.dli_fname)
 		return NULL;
-	}
-	return f;
+	libc = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+	if (!libc)
+		return NULL;
+	/* NULL if libc lacks it (pkey_mprotect before glibc 2.27): the
+	 * wrapper then fails with ENOSYS, as a missing system call would.
+	 * The handle stays open: the library is never unloaded anyway. */
+	return dlsym(libc, name);
 }
 
 static void resolve(void)
