@@ -28,7 +28,7 @@ libhmm_libhmm_core_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_core_la_LIBADD = $(NUMA_LIBS)
 
 lib_LTLIBRARIES += libhmm/libhmm.la
-include_HEADERS = libhmm/include/hmm.h
+include_HEADERS = libhmm/include/hmm.h libhmm/include/hmm_dmirror.h
 # invalidate.c interposes libc calls and uffd.c turns userfaultfd events
 # into invalidations: in the shared library only, never in the core that
 # the hmmfs daemon links.
@@ -41,3 +41,13 @@ libhmm_libhmm_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(LIBHMM_LT_VERSION) \
 EXTRA_libhmm_libhmm_la_DEPENDENCIES = libhmm/libhmm.sym
 EXTRA_DIST += libhmm/libhmm.sym libhmm/libhmm.pc.in
 pkgconfig_DATA = libhmm/libhmm.pc
+
+# libhmm_dmirror.so: the kernel's HMM test driver ("dmirror") served by
+# libhmm's devices, for programs written against its ioctls
+# (LD_PRELOAD=libhmm_dmirror.so; libhmm_dmirror(7)).  A module: no version,
+# no symbol other than the interposed calls.
+lib_LTLIBRARIES += libhmm/libhmm_dmirror.la
+libhmm_libhmm_dmirror_la_SOURCES = libhmm/dmirror.c
+libhmm_libhmm_dmirror_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
+libhmm_libhmm_dmirror_la_LIBADD = libhmm/libhmm.la
+libhmm_libhmm_dmirror_la_LDFLAGS = $(AM_LDFLAGS) -module -avoid-version -shared
