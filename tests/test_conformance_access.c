@@ -729,23 +729,32 @@ BOTH_VARIANTS(device_reads_fresh_buffers_repeatedly,
 
 /*
  * anon_teardown.  The kernel makes 10 rounds, each unmapping after 0 to 32
- * us; here a read of 4 MiB takes longer than that, so every such read
- * meets the munmap.  Every other round waits up to 4 ms instead, so that
+ * us.  Here a read of 4 MiB takes longer than that (much longer under the
+ * sanitizers), so most such reads meet the munmap.  Every other round
+ * waits instead up to twice as long as an unraced read took, so that
  * reads that win the race, and their data, are checked too.
  */
 #define TEARDOWN_ROUNDS 100
-#define TEARDOWN_KERNEL_DELAY_NS 32000
-#define TEARDOWN_LONG_DELAY_NS 4000000
+#define TEARDOWN_KERNEL_DELAY_NS 32000ULL
 
 struct unmapper {
 	unsigned char *p;
-	unsigned delay_ns;
+	uint64_t delay_ns;
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
 
 static void *unmap_second_half(void *arg)
 {
 	struct unmapper *u = arg;
-	struct timespec t = { 0, (long)u->delay_ns };
+	struct timespec t = { (time_t)(u->delay_ns / 1000000000ULL),
+			      (long)(u->delay_ns % 1000000000ULL) };
 
 	nanosleep(&t, NULL);
 	if (munmap(u->p + SIZE / 2, SIZE / 2))
@@ -753,18 +762,36 @@ static void *unmap_second_half(void *arg)
 	return NULL;
 }
 
+/* How long a device read of a fresh 4 MiB buffer takes here, unraced. */
+static uint64_t unraced_read_ns(struct hmm_mirror *m)
+{
+	unsigned char *p = map_anon(SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(SIZE);
+	uint64_t t0;
+
+	fill_ints(p, SIZE, 1, 0);
+	t0 = now_ns();
+	read_in_one_round(m, p, mirror, SIZE, "an unraced read");
+	t0 = now_ns() - t0;
+	free(mirror);
+	munmap(p, SIZE);
+	return t0;
+}
+
 static void device_read_races_munmap(unsigned type)
 {
-	uint64_t seed = (uint64_t)time(NULL) | 1;
+	uint64_t seed = now_ns() | 1, long_delay_ns;
 	unsigned ok = 0, failed = 0;
 	struct devs d;
 
 	devs_open(&d, type, 1);
-	cr_log_info("anon_teardown seed %llu", (unsigned long long)seed);
+	long_delay_ns = 2 * unraced_read_ns(d.mir[0]) + TEARDOWN_KERNEL_DELAY_NS;
+	cr_log_info("anon_teardown seed %llu, long delays up to %llu ns",
+		    (unsigned long long)seed, (unsigned long long)long_delay_ns);
 	for (int c = 0; c < TEARDOWN_ROUNDS; c++) {
 		struct unmapper u = { map_anon(SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE),
-				      (unsigned)(rng_next(&seed) % (c % 2 ? TEARDOWN_LONG_DELAY_NS
-									 : TEARDOWN_KERNEL_DELAY_NS)) };
+				      rng_next(&seed) % (c % 2 ? long_delay_ns
+								: TEARDOWN_KERNEL_DELAY_NS) };
 		int *mirror = malloc(SIZE);
 		uint64_t rounds;
 		pthread_t t;
