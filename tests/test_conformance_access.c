@@ -42,9 +42,15 @@
  *    and is not registered; the scenario function keeps the kernel's
  *    expectation for it.  (double_map passes on coherent devices all the
  *    same: device 0 gets the data by bringing the page back, not in place.)
- *  - pages migrated before the pages 5 and 6 of snapshot move hold a marker,
- *    where the kernel leaves them empty, so that the device address the
- *    snapshot gives can be checked to hold the page.
+ *
+ * Where this file does a little more or otherwise than the kernel's test:
+ *  - in snapshot, pages 5 and 6 hold a marker before they move (the kernel
+ *    moves them empty), so that the device address the snapshot gives can
+ *    be checked to hold the page's data.
+ *  - in anon_write_child(_shared) the child's device has the variant's
+ *    type (the kernel's child always opens device 0, a private one).
+ *  - anon_teardown runs 100 rounds, not 10, and half of them unmap later
+ *    than the kernel's 0 to 32 us (see there).
  *
  * Left to other files: anon_write_child with migration first, and every
  * migration scenario of the kernel's test.
