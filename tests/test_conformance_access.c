@@ -29,11 +29,10 @@
  *    still held for atomics") is hmm_mirror_check_exclusive() answering
  *    -EPERM for every page.
  *
+ * The kernel's HMM_DMIRROR_PROT_ZERO is HMM_PFN_ZERO (the driver's
+ * is_zero_pfn()).
+ *
  * Where libhmm cannot say what the kernel checks:
- *  - the shared zero page: hmm_range_fault() reports it as a present,
- *    read-only page of system memory at its own address, like any other,
- *    so snapshot checks HMM_DMIRROR_PROT_ZERO | PROT_READ as "read-only
- *    system page" only.
  *  - snapshot on coherent devices: the kernel's coherent device memory stays
  *    mapped by the CPU, so another device sees a page on it as present, in
  *    place (DEV_COHERENT_REMOTE).  Anonymous memory migrated by libhmm has
@@ -270,6 +269,7 @@ static void to_device(struct hmm_device *d, void *p, size_t npages)
 #define SNAP_DEVICE 0x08 /* in device memory: not at its own CPU address */
 #define SNAP_PMD 0x10    /* mapped by the CPU as one PMD */
 #define SNAP_PUD 0x20    /* mapped by the CPU as one PUD */
+#define SNAP_ZERO 0x40   /* the shared zero page */
 
 static bool snap_invalidate(struct hmm_interval_notifier *sub, const struct hmm_notifier_range *r,
 			    uint64_t cur_seq)
@@ -296,6 +296,8 @@ static unsigned char snap_byte(uint64_t addr, uint64_t pfn)
 	b = pfn & HMM_PFN_WRITE ? SNAP_WRITE : SNAP_READ;
 	if (va(hmm_pfn_to_addr(pfn)) != addr)
 		b |= SNAP_DEVICE;
+	if (pfn & HMM_PFN_ZERO)
+		b |= SNAP_ZERO;
 	if (hmm_pfn_to_map_order(pfn) == 9)
 		b |= SNAP_PMD;
 	else if (hmm_pfn_to_map_order(pfn) == 18)
@@ -436,6 +438,7 @@ static void device_reads_anonymous_memory(unsigned type)
 {
 	struct buffer b;
 	volatile int *second;
+	unsigned char zero_snap[2];
 
 	buffer_begin(&b, type, 1, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 	second = (volatile int *)(b.p + PS);
@@ -447,6 +450,10 @@ static void device_reads_anonymous_memory(unsigned type)
 	expect_zero(b.mirror, 2 * PS, "the two untouched pages");
 	expect_ints((char *)b.mirror + 2 * PS, SIZE - 2 * PS, 1, 2 * PS / sizeof(int),
 		    "the rest");
+	/* Both are the shared zero page now, the device's read fault included. */
+	snapshot(b.d.dev[0], b.p, 2, NULL, zero_snap);
+	expect_snap(zero_snap, 0, SNAP_ZERO | SNAP_READ);
+	expect_snap(zero_snap, 1, SNAP_ZERO | SNAP_READ);
 	buffer_end(&b);
 }
 BOTH_VARIANTS(device_reads_anonymous_memory,
@@ -855,7 +862,7 @@ static void snapshot_tells_page_kinds_apart(unsigned type)
 	snapshot(d.dev[0], p, 7, pfns, m);
 	expect_snap(m, 0, SNAP_ERROR);
 	expect_snap(m, 1, SNAP_ERROR);
-	expect_snap(m, 2, SNAP_READ); /* the kernel's ZERO | READ: see the top */
+	expect_snap(m, 2, SNAP_ZERO | SNAP_READ);
 	expect_snap(m, 3, SNAP_READ);
 	expect_snap(m, 4, SNAP_WRITE);
 	expect_snap(m, 5, SNAP_DEVICE | SNAP_WRITE);
