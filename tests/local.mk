@@ -41,6 +41,7 @@ CRITERION_TESTS = \
 	tests/test_migrate \
 	tests/test_anon_migrate \
 	tests/test_conformance_migrate \
+	tests/test_conformance_dummy \
 	tests/test_hmmctl \
 	tests/test_session \
 	tests/test_attach
@@ -98,6 +99,7 @@ tests_test_mirror_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_launch_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_anon_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_conformance_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_conformance_dummy_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_attach_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_attach_SOURCES = tests/test_attach.c $(TEST_COMMON_SOURCES)
 tests_test_attach_CFLAGS = $(TESTS_CFLAGS)
@@ -108,6 +110,9 @@ tests_test_anon_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_conformance_migrate_SOURCES = tests/test_conformance_migrate.c $(TEST_COMMON_SOURCES)
 tests_test_conformance_migrate_CFLAGS = $(TESTS_CFLAGS)
 tests_test_conformance_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
+tests_test_conformance_dummy_SOURCES = tests/test_conformance_dummy.c $(TEST_COMMON_SOURCES)
+tests_test_conformance_dummy_CFLAGS = $(TESTS_CFLAGS)
+tests_test_conformance_dummy_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_launch_SOURCES = tests/test_launch.c $(TEST_COMMON_SOURCES)
 tests_test_launch_CFLAGS = $(TESTS_CFLAGS)
 tests_test_launch_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
