@@ -337,11 +337,15 @@ int hmm__mirror_fault_round(struct hmm_mirror *m, uint64_t start, uint64_t end, 
 /*
  * Copy between the bounce buffer and the nseg pieces of memory in seg
  * (total bytes in all).  System memory (system: some entry maps a page to
- * itself) may have been unmapped by a system call that libhmm only hears
- * of afterwards (uffd.c): while that source runs, the copy goes through
+ * itself) may be gone behind the entry: unmapped by a system call that
+ * libhmm only hears of afterwards (uffd.c), or a page of a mapped file
+ * that a truncation took, which nothing reports to libhmm (the kernel's
+ * mirrors hear of it from unmap_mapping_range; here any process may
+ * truncate the file, at any time).  So the copy goes through
  * process_vm_readv/writev, one call for the batch, which stops with EFAULT
- * where a memcpy would crash the process.  Otherwise (device memory only,
- * or no late source) memcpy.
+ * where a memcpy would crash the process with SIGBUS or SIGSEGV; the
+ * device then faults on that page, and the fault says -EFAULT.  Device
+ * memory only: memcpy.
  * Context: m->lock held.  Return: the bytes copied, from the first on.
  */
 static size_t copy(const struct iovec *seg, size_t nseg, char *bounce, size_t total,
@@ -350,7 +354,7 @@ static size_t copy(const struct iovec *seg, size_t nseg, char *bounce, size_t to
 	struct iovec local = { bounce, total };
 	ssize_t n;
 
-	if (system && hmm__cpufault_events()) {
+	if (system) {
 		do {
 			n = write ? process_vm_writev(getpid(), &local, 1, seg, nseg, 0)
 				  : process_vm_readv(getpid(), &local, 1, seg, nseg, 0);
@@ -433,8 +437,8 @@ static int mirror_access(struct hmm_mirror *m, uint64_t va, void *buf, size_t le
 		/* Holding the lock: an invalidation waits for this copy. */
 		done = got ? copy(seg, nseg, bounce, got, write, system) : 0;
 		if (done < got) {
-			/* Unmapped by a raw system call whose late invalidation
-			 * has not reached us yet: the device faults on it. */
+			/* Gone behind the entry (see copy()): the device faults
+			 * on it. */
 			uint64_t page = (va + done) & ~mask;
 			uint64_t dropped = m->pt_ops->unmap(m->pt, page, page + m->page_size);
 

@@ -41,6 +41,8 @@ CRITERION_TESTS = \
 	tests/test_migrate \
 	tests/test_anon_migrate \
 	tests/test_conformance_access \
+	tests/test_conformance_migrate \
+	tests/test_conformance_dummy \
 	tests/test_hmmctl \
 	tests/test_session \
 	tests/test_attach
@@ -103,6 +105,8 @@ tests_test_mirror_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_launch_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_anon_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_conformance_access_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_conformance_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_conformance_dummy_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_attach_LDFLAGS = $(AM_LDFLAGS) -no-install
 # test_dmirror knows only the dmirror ioctls: it runs itself again under
 # LD_PRELOAD=libhmm_dmirror.so, which it finds here.
@@ -120,6 +124,12 @@ tests_test_anon_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_conformance_access_SOURCES = tests/test_conformance_access.c $(TEST_COMMON_SOURCES)
 tests_test_conformance_access_CFLAGS = $(TESTS_CFLAGS)
 tests_test_conformance_access_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
+tests_test_conformance_migrate_SOURCES = tests/test_conformance_migrate.c $(TEST_COMMON_SOURCES)
+tests_test_conformance_migrate_CFLAGS = $(TESTS_CFLAGS)
+tests_test_conformance_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
+tests_test_conformance_dummy_SOURCES = tests/test_conformance_dummy.c $(TEST_COMMON_SOURCES)
+tests_test_conformance_dummy_CFLAGS = $(TESTS_CFLAGS)
+tests_test_conformance_dummy_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_launch_SOURCES = tests/test_launch.c $(TEST_COMMON_SOURCES)
 tests_test_launch_CFLAGS = $(TESTS_CFLAGS)
 tests_test_launch_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
