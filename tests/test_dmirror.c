@@ -34,9 +34,7 @@
  * met the munmap failed with EFAULT.
  * Not here: hmm_gup_test (it needs the kernel's gup_test module, which has
  * no user-space counterpart) and benchmark_thp_migration (a benchmark, not
- * a check); migrate_anon_huge_err and migrate_anon_huge_zero_err, for now:
- * the shim's FAIL_ALLOC fails a page of a THP, where the driver falls back
- * to small pages and moves it all.
+ * a check).
  *
  * It runs itself again under LD_PRELOAD=libhmm_dmirror.so (behind the
  * sanitizer's runtime, which must come first) when started without it;
@@ -1215,8 +1213,78 @@ static void migrate_and_remap(unsigned first)
 BOTH_VARIANTS(migrate_and_remap,
 	      pmd_regions_mremapped_before_or_after_migration_read_back_at_the_new_place)
 
-/* The driver's FAIL_ALLOC on a small page: that page does not move, once. */
-Test(dmirror, fail_alloc_leaves_one_small_page_behind_once)
+/*
+ * The premise of the FAIL_ALLOC huge-page scenarios: the CPU maps b with
+ * one PMD of kind want (a THP, the huge zero page), or the test skips.
+ */
+static void premise_pmd(int fd, struct buffer *b, unsigned want)
+{
+	unsigned char byte;
+
+	snapshot(fd, b->ptr, 1, &byte);
+	if (byte != (want | HMM_DMIRROR_PROT_PMD))
+		cr_skip_test("no transparent huge page here (snapshot byte %#x, not %#x): see "
+			     "/sys/kernel/mm/transparent_hugepage", byte,
+			     want | HMM_DMIRROR_PROT_PMD);
+}
+
+/* migrate_anon_huge_err */
+static void thp_migration_with_failed_allocation(unsigned first)
+{
+	struct devices d = devices_open(first, 1);
+	struct buffer *b = buffer_new_pmd(PROT_READ | PROT_WRITE, MADV_HUGEPAGE, 2);
+
+	fill_index(b->ptr, b->npages, 1);
+	premise_pmd(d.fd[0], b, HMM_DMIRROR_PROT_WRITE);
+	cr_assert_eq(dcmd(d.fd[0], HMM_DMIRROR_FLAGS, b, HMM_DMIRROR_FLAG_FAIL_ALLOC), 0);
+	migrate_all(d.fd[0], b, b->npages);
+	expect_index(b->mirror, b->npages, 1, "the device's copy");
+	cr_assert_eq(((volatile int *)b->ptr)[2048], 2048);
+	buffer_free(b);
+
+	b = buffer_new_pmd(PROT_READ | PROT_WRITE, MADV_HUGEPAGE, 2);
+	fill_index(b->ptr, b->npages, 1);
+	premise_pmd(d.fd[0], b, HMM_DMIRROR_PROT_WRITE);
+	migrate_all(d.fd[0], b, b->npages);
+	cr_assert_eq(dcmd(d.fd[0], HMM_DMIRROR_FLAGS, b, HMM_DMIRROR_FLAG_FAIL_ALLOC), 0);
+	cr_assert_eq(dcmd(d.fd[0], HMM_DMIRROR_MIGRATE_TO_SYS, b, b->npages), 0);
+	cr_assert_eq(b->cpages, b->npages);
+	cr_assert_eq(((volatile int *)b->ptr)[2048], 2048);
+	buffer_free(b);
+	devices_close(&d);
+}
+BOTH_VARIANTS(thp_migration_with_failed_allocation,
+	      a_thp_migrates_both_ways_when_its_huge_allocation_fails)
+
+/* migrate_anon_huge_zero_err */
+static void empty_pmd_migration_with_failed_allocation(unsigned first)
+{
+	struct devices d = devices_open(first, 1);
+	struct buffer *b = buffer_new_pmd(PROT_READ, MADV_HUGEPAGE, 2);
+
+	cr_assert_eq(dcmd(d.fd[0], HMM_DMIRROR_FLAGS, b, HMM_DMIRROR_FLAG_FAIL_ALLOC), 0);
+	migrate_all(d.fd[0], b, b->npages);
+	expect_zeros(b->mirror, b->npages * PS, "the device's copy");
+	cr_assert_eq(((volatile int *)b->ptr)[2048], 0);
+	buffer_free(b);
+
+	b = buffer_new_pmd(PROT_READ, MADV_HUGEPAGE, 2);
+	cr_assert_eq(*(volatile int *)b->ptr, 0);
+	premise_pmd(d.fd[0], b, HMM_DMIRROR_PROT_ZERO | HMM_DMIRROR_PROT_READ);
+	cr_assert_eq(dcmd(d.fd[0], HMM_DMIRROR_FLAGS, b, HMM_DMIRROR_FLAG_FAIL_ALLOC), 0);
+	migrate_all(d.fd[0], b, b->npages);
+	expect_zeros(b->ptr, b->npages * PS, "what the CPU reads back");
+	buffer_free(b);
+	devices_close(&d);
+}
+BOTH_VARIANTS(empty_pmd_migration_with_failed_allocation,
+	      an_empty_or_huge_zero_pmd_migrates_when_its_huge_allocation_fails)
+
+/*
+ * The driver's FAIL_ALLOC on small pages: to the device, that page does
+ * not move; back, the command fails with ENOMEM and nothing moves; once.
+ */
+Test(dmirror, fail_alloc_on_small_pages_fails_one_allocation_once_each_way)
 {
 	int fd = dev_open(0);
 	struct buffer *b = buffer_new(8, PROT_READ | PROT_WRITE, MAP_PRIVATE);
@@ -1226,8 +1294,13 @@ Test(dmirror, fail_alloc_leaves_one_small_page_behind_once)
 	cr_assert_eq(dcmd(fd, HMM_DMIRROR_FLAGS, b, HMM_DMIRROR_FLAG_FAIL_ALLOC), 0);
 	cr_assert_eq(dcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, b, 8), -ENOENT,
 		     "the page whose allocation failed stayed in host RAM");
-	migrate_all(fd, b, 8);
-	expect_index(b->mirror, 8, 1, "the device's copy");
+	fill_and_migrate(fd, b);
+	cr_assert_eq(dcmd(fd, HMM_DMIRROR_FLAGS, b, HMM_DMIRROR_FLAG_FAIL_ALLOC), 0);
+	cr_assert_eq(dcmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, b, 8), -ENOMEM);
+	expect_snapshot_all(fd, b->ptr, 8,
+			    HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE);
+	cr_assert_eq(dcmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, b, 8), 0, "the flag was used up");
+	cr_assert_eq(b->cpages, 8);
 	expect_index(b->ptr, 8, 1, "the CPU's");
 	buffer_free(b);
 	close(fd);
