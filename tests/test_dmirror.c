@@ -33,8 +33,10 @@
  * the data the device read back; anon_teardown checks that a read that
  * met the munmap failed with EFAULT.
  * Not here: hmm_gup_test (it needs the kernel's gup_test module, which has
- * no user-space counterpart) and benchmark_thp_migration (a benchmark, not
- * a check).
+ * no user-space counterpart), benchmark_thp_migration (a benchmark, not a
+ * check), and migrate_file_private (pages the CPU wrote in a MAP_PRIVATE
+ * file mapping migrate in the kernel; libhmm migrates pages of anonymous
+ * mappings only, and MIGRATE_TO_DEV answers ENOENT).
  *
  * It runs itself again under LD_PRELOAD=libhmm_dmirror.so (behind the
  * sanitizer's runtime, which must come first) when started without it;
