@@ -27,11 +27,16 @@
  *    itself; here it also checks that the inherited descriptor answers
  *    ENODEV (libhmm_dmirror(7) BUGS), and the parent checks the child's exit
  *    status, not only that it exited.
+ *  - migrate_anon_huge_err and migrate_anon_huge_zero_err skip when the
+ *    region is not mapped by one PMD (no THP to be had), where the kernel's
+ *    would fail: FAIL_ALLOC means something else for small pages.
  * Where they check more than the kernel's: exclusive checks that the pages
  * are held (CHECK_EXCLUSIVE is EPERM) before the CPU takes them back;
  * migrate_release checks the snapshot after RELEASE; migrate_mixed checks
  * the data the device read back; anon_teardown checks that a read that
- * met the munmap failed with EFAULT.
+ * met the munmap failed with EFAULT; the fork scenarios check the child's
+ * exit status; migrate_anon_huge_err checks MIGRATE_TO_SYS's cpages.
+ * The tests whose comment names no kernel scenario are the shim's own.
  * Not here: hmm_gup_test (it needs the kernel's gup_test module, which has
  * no user-space counterpart), benchmark_thp_migration (a benchmark, not a
  * check), and migrate_file_private (pages the CPU wrote in a MAP_PRIVATE
