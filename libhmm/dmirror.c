@@ -38,10 +38,9 @@
  *   MIGRATE_TO_DEV     mapping by mapping (-EINVAL for a hole or an
  *                      unreadable one), at most 512 pages a round: the
  *                      three phases with this device's pages (FLAGS
- *                      FAIL_ALLOC makes the next allocation fail, once);
- *                      then every page must be on the device (-ENOENT) and
- *                      is read back into ptr, as the driver reads its page
- *                      table.
+ *                      FAIL_ALLOC: see allocation_fails()); then every
+ *                      page must be on the device (-ENOENT) and is read
+ *                      back into ptr, as the driver reads its page table.
  *   MIGRATE_TO_SYS     the three phases selecting this device's pages, to
  *                      pages of host RAM; cpages counts the pages moved.
  *   SNAPSHOT           hmm_range_fault without faults, owner this device,
@@ -644,9 +643,52 @@ static int read_back(struct command *c)
 
 static const char zeros[1 << 16] __attribute__((aligned(1 << 12)));
 
-/* One round to the device: the three phases, with this device's pages. */
+#define PMD_PAGES 512 /* pages of a huge page, the driver's HPAGE_PMD_NR */
+
+/*
+ * FLAGS FAIL_ALLOC, used up at the first page a round tries to allocate
+ * for.  The driver fails that page's allocation: a small page then stays
+ * where it is (to the device) or fails the command with ENOMEM (to host
+ * RAM), but a huge page is moved as small pages instead.  libhmm moves
+ * small pages only; a page counts as one of a huge page when all of its
+ * PMD-aligned run of PMD_PAGES pages lies in the round and is_huge() says
+ * so of each of them.  Return: whether the driver's allocation would fail
+ * for page i of the round (npages pages from start).
+ */
+static bool allocation_fails(struct command *c, const uint64_t *words, uint64_t start,
+			     uint64_t npages, uint64_t i, bool (*is_huge)(uint64_t))
+{
+	uint64_t first = i - (start / page_size() + i) % PMD_PAGES;
+
+	if (!__atomic_exchange_n(&c->f->fail_alloc, false, __ATOMIC_RELAXED))
+		return false;
+	if (!words || first > i || first + PMD_PAGES > npages)
+		return true;
+	for (uint64_t k = first; k < first + PMD_PAGES; k++)
+		if (!is_huge(words[k]))
+			return true;
+	return false;
+}
+
+/* What the driver moves to the device as a huge page: a PMD mapping (a THP
+ * or the huge zero page), or nothing mapped at all (an empty PMD). */
+static bool cpu_huge_or_empty(uint64_t pfn)
+{
+	if (pfn & HMM_PFN_VALID)
+		return hmm_pfn_to_map_order(pfn) == 9;
+	return !(pfn & HMM_PFN_ERROR);
+}
+
+/* What the driver moves back as a huge page: a run wholly on this device. */
+static bool selected_device_page(uint64_t src)
+{
+	return (src & HMM_MIGRATE_PFN_MIGRATE) && (src & HMM_MIGRATE_PFN_VALID);
+}
+
+/* One round to the device: the three phases, with this device's pages.
+ * pfns (ROUND_PAGES words) holds the CPU's view for FAIL_ALLOC. */
 static int to_device_round(struct command *c, uint64_t start, uint64_t end, uint64_t *src,
-			   uint64_t *dst)
+			   uint64_t *dst, uint64_t *pfns)
 {
 	uint64_t ps = page_size();
 	struct hmm_migrate_vma a = {
@@ -657,8 +699,11 @@ static int to_device_round(struct command *c, uint64_t start, uint64_t end, uint
 		.pgmap_owner = c->d->dev,
 		.flags = HMM_MIGRATE_VMA_SELECT_SYSTEM,
 	};
-	int err = hmm_migrate_vma_setup(&a);
+	bool failing = __atomic_load_n(&c->f->fail_alloc, __ATOMIC_RELAXED);
+	int err = failing ? snapshot(c->d, start, end, pfns) : 0;
 
+	if (!err)
+		err = hmm_migrate_vma_setup(&a);
 	if (err)
 		return err;
 	for (uint64_t i = 0; i < a.npages; i++) {
@@ -667,8 +712,8 @@ static int to_device_round(struct command *c, uint64_t start, uint64_t end, uint
 		dst[i] = 0;
 		if (!(src[i] & HMM_MIGRATE_PFN_MIGRATE))
 			continue;
-		if (__atomic_exchange_n(&c->f->fail_alloc, false, __ATOMIC_RELAXED))
-			continue; /* FAIL_ALLOC: this page stays */
+		if (failing && allocation_fails(c, pfns, start, a.npages, i, cpu_huge_or_empty))
+			continue; /* this page stays */
 		if (hmm_device_page_alloc(c->d->dev, &page))
 			continue;
 		if (hmm_device_dma(c->d->dev, page,
@@ -702,26 +747,34 @@ static int to_system_round(struct command *c, uint64_t start, uint64_t end, uint
 
 	if (err)
 		return err;
-	for (uint64_t i = 0; i < a.npages; i++) {
+	for (uint64_t i = 0; i < a.npages; i++)
 		dst[i] = 0;
-		if (!(src[i] & HMM_MIGRATE_PFN_MIGRATE) || !(src[i] & HMM_MIGRATE_PFN_VALID))
+	for (uint64_t i = 0; !err && i < a.npages; i++) {
+		if (!selected_device_page(src[i]))
 			continue;
+		if (allocation_fails(c, src, start, a.npages, i, selected_device_page)) {
+			/* The driver's fault path: out of memory, nothing of the round moves. */
+			memset(dst, 0, a.npages * sizeof(*dst));
+			err = -ENOMEM;
+			break;
+		}
 		if (hmm_device_dma(c->d->dev, host + i * ps, hmm_migrate_pfn_to_addr(src[i]), ps))
 			continue;
 		dst[i] = hmm_migrate_pfn(host + i * ps);
 	}
 	hmm_migrate_vma_pages(&a);
-	for (uint64_t i = 0; i < a.npages; i++)
-		if ((src[i] & HMM_MIGRATE_PFN_MIGRATE) && (src[i] & HMM_MIGRATE_PFN_VALID))
+	for (uint64_t i = 0; !err && i < a.npages; i++)
+		if (selected_device_page(src[i]))
 			(*moved)++;
 	hmm_migrate_vma_finalize(&a);
-	return 0;
+	return err;
 }
 
 static int cmd_migrate(struct command *c, bool to_device)
 {
 	size_t words = ROUND_PAGES * sizeof(uint64_t), hlen = ROUND_PAGES * page_size();
-	uint64_t *src = bounce_alloc(2 * words), *dst = src ? src + ROUND_PAGES : NULL;
+	uint64_t *src = bounce_alloc(3 * words), *dst = src ? src + ROUND_PAGES : NULL;
+	uint64_t *pfns = src ? dst + ROUND_PAGES : NULL;
 	char *host = !src || to_device ? NULL : bounce_alloc(hlen);
 	uint64_t addr, next_addr, moved = 0;
 	int err = !src || (!to_device && !host) ? -ENOMEM : 0;
@@ -729,11 +782,11 @@ static int cmd_migrate(struct command *c, bool to_device)
 	for (addr = c->start; !err && addr < c->end; addr = next_addr) {
 		err = next_round(c, addr, &next_addr);
 		if (!err)
-			err = to_device ? to_device_round(c, addr, next_addr, src, dst)
+			err = to_device ? to_device_round(c, addr, next_addr, src, dst, pfns)
 					: to_system_round(c, addr, next_addr, src, dst, host, &moved);
 	}
 	bounce_free(host, hlen);
-	bounce_free(src, 2 * words);
+	bounce_free(src, 3 * words);
 	if (err)
 		return err;
 	if (to_device)
