@@ -79,6 +79,7 @@
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -86,6 +87,10 @@
 #include "hmm_dmirror.h"
 
 #define EXPORT __attribute__((visibility("default")))
+
+/* The C library's own names, for calls made before the shim is ready. */
+extern void *__sbrk(intptr_t increment);
+extern pid_t __fork(void);
 
 #define NDEVICES 4
 #define MAX_FILES 256
@@ -149,13 +154,22 @@ static void *next_of(void *handle, const char *name)
 	return f;
 }
 
-static pthread_once_t next_once = PTHREAD_ONCE_INIT;
-
 /*
- * The next definition of fn, found at the first call: the C library's
- * constructors, and other libraries', call open() before ours would run.
+ * Set by the shim's constructor once the next definitions are known.
+ * Before, other libraries' constructors (the sanitizers' runtimes, libnuma)
+ * already map memory and open files through us; looking the definitions up
+ * then would call dlopen inside a sanitizer's own initialization, which
+ * waits for itself.  Those calls go straight to the system (raw below): no
+ * device exists yet, so no mirror can miss them.
  */
-#define NEXT(fn) (pthread_once(&next_once, find_next), next_fns.fn)
+static bool ready;
+
+static bool is_ready(void)
+{
+	return __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
+}
+
+#define NEXT(fn) (next_fns.fn)
 
 static void find_next(void)
 {
@@ -341,10 +355,12 @@ static int open_device(unsigned index, int flags)
 	return fd;
 }
 
-__attribute__((constructor)) static void init_tables(void)
+__attribute__((constructor)) static void shim_init(void)
 {
 	for (unsigned i = 0; i < MAX_FILES; i++)
 		shim.files[i].fd = -1;
+	find_next();
+	__atomic_store_n(&ready, true, __ATOMIC_RELEASE);
 }
 
 /* ------------------------------------------------------------ safe copies */
@@ -949,6 +965,8 @@ static int open_at(int dirfd, const char *path, int flags, mode_t mode, bool at)
 
 	if (index >= 0)
 		return open_device((unsigned)index, flags);
+	if (!is_ready())
+		return (int)syscall(SYS_openat, at ? dirfd : AT_FDCWD, path, flags, mode);
 	return at ? NEXT(openat)(dirfd, path, flags, mode) : NEXT(open)(path, flags, mode);
 }
 
@@ -1012,7 +1030,7 @@ EXPORT int close(int fd)
 		}
 		pthread_mutex_unlock(&shim.lock);
 	}
-	return NEXT(close)(fd);
+	return is_ready() ? NEXT(close)(fd) : (int)syscall(SYS_close, fd);
 }
 
 EXPORT int ioctl(int fd, unsigned long request, ...)
@@ -1026,7 +1044,8 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
 	arg = va_arg(ap, void *);
 	va_end(ap);
 	if (!f)
-		return NEXT(ioctl)(fd, request, arg);
+		return is_ready() ? NEXT(ioctl)(fd, request, arg)
+				  : (int)syscall(SYS_ioctl, fd, request, arg);
 	err = command(f, request, (uint64_t)(uintptr_t)arg);
 	if (err) {
 		errno = -err;
@@ -1061,6 +1080,8 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 {
 	if (!(flags & MAP_ANONYMOUS) && device_file(fd))
 		return map_device(addr, len, prot, flags, fd, off);
+	if (!is_ready())
+		return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
 	return NEXT(mmap)(addr, len, prot, flags, fd, off);
 }
 
@@ -1069,7 +1090,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 
 EXPORT int munmap(void *addr, size_t len)
 {
-	return NEXT(munmap)(addr, len);
+	return is_ready() ? NEXT(munmap)(addr, len) : (int)syscall(SYS_munmap, addr, len);
 }
 
 EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
@@ -1082,42 +1103,52 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		target = va_arg(ap, void *);
 		va_end(ap);
 	}
+	if (!is_ready())
+		return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, target);
 	return NEXT(mremap)(old, old_len, new_len, flags, target);
 }
 
 EXPORT int mprotect(void *addr, size_t len, int prot)
 {
-	return NEXT(mprotect)(addr, len, prot);
+	return is_ready() ? NEXT(mprotect)(addr, len, prot)
+			  : (int)syscall(SYS_mprotect, addr, len, prot);
 }
 
 EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
 {
-	return NEXT(pkey_mprotect)(addr, len, prot, pkey);
+	return is_ready() ? NEXT(pkey_mprotect)(addr, len, prot, pkey)
+			  : (int)syscall(SYS_pkey_mprotect, addr, len, prot, pkey);
 }
 
 EXPORT int madvise(void *addr, size_t len, int advice)
 {
-	return NEXT(madvise)(addr, len, advice);
+	return is_ready() ? NEXT(madvise)(addr, len, advice)
+			  : (int)syscall(SYS_madvise, addr, len, advice);
 }
 
 EXPORT int brk(void *addr)
 {
-	return NEXT(brk)(addr);
+	void *cur;
+
+	if (is_ready())
+		return NEXT(brk)(addr);
+	cur = __sbrk(0);
+	return cur == (void *)-1 || __sbrk((char *)addr - (char *)cur) == (void *)-1 ? -1 : 0;
 }
 
 EXPORT void *sbrk(intptr_t increment)
 {
-	return NEXT(sbrk)(increment);
+	return is_ready() ? NEXT(sbrk)(increment) : __sbrk(increment);
 }
 
 EXPORT int shmdt(const void *addr)
 {
-	return NEXT(shmdt)(addr);
+	return is_ready() ? NEXT(shmdt)(addr) : (int)syscall(SYS_shmdt, addr);
 }
 
 EXPORT pid_t fork(void)
 {
-	return NEXT(fork)();
+	return is_ready() ? NEXT(fork)() : __fork();
 }
 
 /* The 64-bit names: the same functions (off_t is 64 bits here). */
