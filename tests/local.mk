@@ -45,20 +45,16 @@ CRITERION_TESTS = \
 	tests/test_conformance_dummy \
 	tests/test_hmmctl \
 	tests/test_session \
-	tests/test_attach
+	tests/test_attach \
+	tests/test_dmirror
 # test_concurrency's child processes start threads; ThreadSanitizer does not
 # support that after a fork in a threaded process (Criterion's test process
 # always is), so the TSan build leaves it out (other such tests skip
 # themselves: skip_under_tsan_if_children_start_threads).  .ci/check --tsan
 # runs the normal build's test_concurrency and test_migrate against the TSan
 # daemon instead.
-check_PROGRAMS += $(CRITERION_TESTS) tests/test_concurrency tests/test_dmirror
+check_PROGRAMS += $(CRITERION_TESTS) tests/test_concurrency
 TESTS += $(CRITERION_TESTS)
-# test_dmirror preloads libhmm_dmirror.so behind the sanitizer's runtime;
-# not yet verified in the sanitizer builds, so run in the normal one only.
-if !SANITIZERS
-TESTS += tests/test_dmirror
-endif
 if !TSAN
 TESTS += tests/test_concurrency
 endif
