@@ -13,7 +13,7 @@
  *                     read" as hmm_mirror_read() by the owner device, which
  *                     must not bring a page back (cpu_faults unchanged)
  *   MIGRATE_TO_SYS    hmm_migrate_to_ram()
- *   RELEASE           hmm_migrate_to_ram() over the buffer (see below)
+ *   RELEASE           hmm_device_evict()
  *   WRITE (a child's) hmm_mirror_write() through a device the child makes
  *   FLAGS FAIL_ALLOC  a driver built on the three phases whose allocation
  *                     fails once (see "allocation failures" below)
@@ -349,19 +349,15 @@ BOTH_VARIANTS(pages_read_back_by_the_cpu_migrate_again_with_the_rest_staying)
 /*
  * Kernel: migrate_release.  The kernel's RELEASE evicts every chunk of the
  * device's memory: all its pages go back to system memory, then the CPU
- * reads them without a device fault.  libhmm has no call that empties one
- * device while it lives (hmm_device_destroy() does it as the device goes);
- * hmm_migrate_to_ram() over the buffer brings back every device page in it,
- * which here are all the device's pages.
+ * reads them without a device fault.  libhmm's hmm_device_evict() is that
+ * eviction.
  */
 BOTH_VARIANTS(releasing_the_device_memory_brings_every_page_back)
 {
 	size_t size = NPAGES * PS;
 	int *p = migrated_buffer(size, 0);
-	uint64_t moved = 0;
 
-	cr_assert_eq(hmm_migrate_to_ram(p, size, &moved), 0);
-	cr_assert_eq(moved, NPAGES);
+	cr_assert_eq(hmm_device_evict(dev0), 0);
 	cr_assert_eq(dstats(dev0).used, 0);
 	cr_assert_eq(dstats(dev0).pages_out, NPAGES);
 	expect_ints(p, size / 2, 0, "the CPU's read after the release");
