@@ -27,9 +27,8 @@
  * device N (hmm_device_attach()).  Its mirror is made at the first open and
  * destroyed at the last close; the driver makes one per open file, which
  * only differs in that two descriptors of one device in one process share
- * a page table (and a faults count).  Pages left on a device when its last
- * descriptor closes stay there, and a CPU access brings them back, as with
- * the driver.
+ * a page table (and a faults count).  Closing a descriptor brings every
+ * page of its device back to host RAM, as the driver's release does.
  *
  * The commands, as the driver does them (lib/test_hmm.c; the ABI and its
  * observable behaviour are in PLATFORM.md):
@@ -1018,8 +1017,19 @@ EXPORT int __openat_2(int dirfd, const char *path, int flags)
 EXPORT int close(int fd)
 {
 	if (__atomic_load_n(&shim.nfiles, __ATOMIC_ACQUIRE)) {
+		struct hmm_device *evict = NULL;
 		struct file *f;
 
+		pthread_mutex_lock(&shim.lock);
+		f = file_of(fd);
+		if (f && f->pid == getpid())
+			evict = shim.devices[f->index].dev;
+		pthread_mutex_unlock(&shim.lock);
+		/* The driver's release: every page of the device back to host
+		 * RAM, whoever migrated it (as RELEASE does).  Devices live as
+		 * long as the process: the pointer stays good unlocked. */
+		if (evict)
+			hmm_device_evict(evict);
 		pthread_mutex_lock(&shim.lock);
 		f = file_of(fd);
 		if (f) {

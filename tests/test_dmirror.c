@@ -771,6 +771,31 @@ static void release_brings_pages_back(unsigned first)
 }
 BOTH_VARIANTS(release_brings_pages_back, release_brings_every_device_page_back_to_host_ram)
 
+/*
+ * The driver's release (close of a descriptor) evicts every page of its
+ * device, whichever descriptor migrated it; another device's pages stay.
+ */
+static void close_brings_pages_back(unsigned first)
+{
+	struct devices d = devices_open(first, 2);
+	int again = dev_open(first);
+	struct buffer *b = buffer_new(NPAGES, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	struct buffer *o = buffer_new(NPAGES, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	unsigned other = first == 2 ? HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL
+				    : HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
+
+	fill_and_migrate(d.fd[0], b);
+	fill_and_migrate(d.fd[1], o);
+	cr_assert_eq(close(again), 0);
+	expect_snapshot_all(d.fd[0], b->ptr, NPAGES, HMM_DMIRROR_PROT_WRITE);
+	expect_snapshot_all(d.fd[1], o->ptr, NPAGES, other | HMM_DMIRROR_PROT_WRITE);
+	expect_index(b->ptr, NPAGES, 1, "after the close");
+	buffer_free(o);
+	buffer_free(b);
+	devices_close(&d);
+}
+BOTH_VARIANTS(close_brings_pages_back, closing_a_descriptor_brings_its_devices_pages_back)
+
 /* migrate_shared */
 static void shared_memory_does_not_migrate(unsigned first)
 {
