@@ -87,17 +87,12 @@ static uint64_t va(const void *p)
 	return (uint64_t)(uintptr_t)p;
 }
 
-static void *map_at(size_t len, int prot, int flags, void *addr)
+static void *map(size_t len, int prot, int flags)
 {
-	void *p = mmap(addr, len, prot, flags | MAP_ANONYMOUS, -1, 0);
+	void *p = mmap(NULL, len, prot, flags | MAP_ANONYMOUS, -1, 0);
 
 	cr_assert_neq(p, MAP_FAILED, "mmap: %s", strerror(errno));
 	return p;
-}
-
-static void *map(size_t len, int prot, int flags)
-{
-	return map_at(len, prot, flags, NULL);
 }
 
 static void fill(void *p, size_t len, unsigned seed)
@@ -431,14 +426,29 @@ Test(dummy, more_buffers_than_device_memory_evict_and_all_read_back)
  * A device read races munmap of the buffer, which comes after a random
  * delay of up to 32 µs, 1024 times.  A read that succeeds has the right
  * data; one that fails says -EFAULT; no device entry outlives the munmap.
- * The buffer lives far below every other mapping (a fixed address in the
- * low 512 GiB, which ThreadSanitizer also leaves to programs): the test
- * runner's threads, and sanitizers, map memory of their own meanwhile, and
- * one that landed where the munmap just made room would rightly be read
- * and mapped by the device.
+ * The buffer lives far below every other mapping (a fixed low address):
+ * the test runner's threads, and sanitizers, map memory of their own
+ * meanwhile, and one that landed where the munmap just made room would
+ * rightly be read and mapped by the device.  The first of these addresses
+ * that is free: 64 GiB (in ThreadSanitizer's low 512 GiB for programs),
+ * 1 GiB (below AddressSanitizer's shadow, which covers 64 GiB).
  */
 #define RACE_ROUNDS 1024
-#define RACE_ADDR ((void *)0x1000000000UL) /* 64 GiB */
+static const uintptr_t race_addrs[] = { 0x1000000000UL, 0x40000000UL };
+
+/* The buffer, mapped at the first free race address. */
+static unsigned char *race_map(void)
+{
+	for (size_t i = 0; i < sizeof(race_addrs) / sizeof(race_addrs[0]); i++) {
+		void *p = mmap((void *)race_addrs[i], LEN, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+		if (p != MAP_FAILED)
+			return p;
+	}
+	cr_assert_fail("no low address is free for the race buffer: %s", strerror(errno));
+	return NULL;
+}
 
 struct race {
 	unsigned char *p;
@@ -467,7 +477,7 @@ Test(dummy, a_device_read_racing_munmap_gets_the_data_or_efault)
 		struct timespec delay = { 0, (long)(rng() % 32000) };
 		pthread_t t;
 
-		r.p = map_at(LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED_NOREPLACE, RACE_ADDR);
+		r.p = race_map();
 		fill(r.p, LEN, round);
 		r.rc = 1;
 		cr_assert_eq(pthread_create(&t, NULL, race_reader, &r), 0);
