@@ -46,6 +46,7 @@ CRITERION_TESTS = \
 	tests/test_hmmctl \
 	tests/test_session \
 	tests/test_attach \
+	tests/test_conformance_hmmfs \
 	tests/test_dmirror
 # test_concurrency's child processes start threads; ThreadSanitizer does not
 # support that after a fork in a threaded process (Criterion's test process
@@ -104,6 +105,7 @@ tests_test_conformance_access_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_conformance_migrate_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_conformance_dummy_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_attach_LDFLAGS = $(AM_LDFLAGS) -no-install
+tests_test_conformance_hmmfs_LDFLAGS = $(AM_LDFLAGS) -no-install
 # test_dmirror knows only the dmirror ioctls: it runs itself again under
 # LD_PRELOAD=libhmm_dmirror.so, which it finds here.
 tests_test_dmirror_SOURCES = tests/test_dmirror.c $(TEST_COMMON_SOURCES)
@@ -114,6 +116,9 @@ tests_test_dmirror_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_attach_SOURCES = tests/test_attach.c $(TEST_COMMON_SOURCES)
 tests_test_attach_CFLAGS = $(TESTS_CFLAGS)
 tests_test_attach_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
+tests_test_conformance_hmmfs_SOURCES = tests/test_conformance_hmmfs.c $(TEST_COMMON_SOURCES)
+tests_test_conformance_hmmfs_CFLAGS = $(TESTS_CFLAGS)
+tests_test_conformance_hmmfs_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_anon_migrate_SOURCES = tests/test_anon_migrate.c $(TEST_COMMON_SOURCES)
 tests_test_anon_migrate_CFLAGS = $(TESTS_CFLAGS)
 tests_test_anon_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
