@@ -47,7 +47,8 @@ CRITERION_TESTS = \
 	tests/test_session \
 	tests/test_attach \
 	tests/test_conformance_hmmfs \
-	tests/test_dmirror
+	tests/test_dmirror \
+	tests/test_dmirror_hmmfs
 # test_concurrency's child processes start threads; ThreadSanitizer does not
 # support that after a fork in a threaded process (Criterion's test process
 # always is), so the TSan build leaves it out (other such tests skip
@@ -113,6 +114,13 @@ tests_test_dmirror_CFLAGS = $(TESTS_CFLAGS) \
 	-DDMIRROR_SHIM='"$(abs_top_builddir)/libhmm/.libs/libhmm_dmirror.so"'
 tests_test_dmirror_LDADD = $(CRITERION_LIBS)
 tests_test_dmirror_LDFLAGS = $(AM_LDFLAGS) -no-install
+# test_dmirror_hmmfs too, with the devices of a mount it makes (and hmmctl).
+tests_test_dmirror_hmmfs_SOURCES = tests/test_dmirror_hmmfs.c $(TEST_COMMON_SOURCES)
+tests_test_dmirror_hmmfs_CFLAGS = $(TESTS_CFLAGS) \
+	-DDMIRROR_SHIM='"$(abs_top_builddir)/libhmm/.libs/libhmm_dmirror.so"' \
+	-DHMMCTL_BIN='"$(abs_top_builddir)/hmmfs/hmmctl"'
+tests_test_dmirror_hmmfs_LDADD = $(TESTS_LDADD)
+tests_test_dmirror_hmmfs_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_attach_SOURCES = tests/test_attach.c $(TEST_COMMON_SOURCES)
 tests_test_attach_CFLAGS = $(TESTS_CFLAGS)
 tests_test_attach_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
