@@ -283,7 +283,7 @@ static void device_writes_a_mapped_file(unsigned index)
 	dev_detach(&d);
 }
 
-BOTH_VARIANTS(device_writes_a_mapped_file, device_writes_a_mapped_file_and_it_outlives_close_and_remap)
+BOTH_VARIANTS(device_writes_a_mapped_file, device_writes_a_mapped_file_kept_across_remap)
 
 /* ---- protections ---------------------------------------------------------------- */
 
