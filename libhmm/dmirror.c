@@ -260,6 +260,14 @@ static uint64_t env_memory(void)
 	return v;
 }
 
+/*
+ * Set while this thread attaches to a mount's device in device_open() and
+ * asks for its type, holding shim.lock: the descriptors used meanwhile (by
+ * libhmm's ioctl and close) are never a device's, and looking them up
+ * would take shim.lock again.
+ */
+static __thread bool attaching;
+
 /* Make device index (and its mirror).  Context: shim.lock held.  Return: 0, -errno. */
 static int device_open(unsigned index)
 {
@@ -272,6 +280,7 @@ static int device_open(unsigned index)
 		if (mount && *mount) {
 			struct hmm_device_info info;
 
+			attaching = true;
 			err = hmm_device_attach(mount, index, &d->dev);
 			if (!err) {
 				int fd = NEXT(open)(mount, O_RDONLY | O_CLOEXEC);
@@ -281,6 +290,7 @@ static int device_open(unsigned index)
 				if (fd >= 0)
 					NEXT(close)(fd);
 			}
+			attaching = false;
 		} else {
 			struct hmm_device_config cfg = {
 				.size = sizeof(cfg),
@@ -948,7 +958,7 @@ static struct file *device_file(int fd)
 {
 	struct file *f;
 
-	if (!__atomic_load_n(&shim.nfiles, __ATOMIC_ACQUIRE))
+	if (!__atomic_load_n(&shim.nfiles, __ATOMIC_ACQUIRE) || attaching)
 		return NULL;
 	pthread_mutex_lock(&shim.lock);
 	f = file_of(fd);
@@ -1016,7 +1026,7 @@ EXPORT int __openat_2(int dirfd, const char *path, int flags)
 
 EXPORT int close(int fd)
 {
-	if (__atomic_load_n(&shim.nfiles, __ATOMIC_ACQUIRE)) {
+	if (__atomic_load_n(&shim.nfiles, __ATOMIC_ACQUIRE) && !attaching) {
 		struct hmm_device *evict = NULL;
 		struct file *f;
 
