@@ -300,9 +300,12 @@ void run_cmd(const char *file, char *const argv[], char *const envp[],
 	r->err[r->errlen] = '\0';
 }
 
-void skip_under_tsan_if_children_start_threads(void)
+void skip_under_sanitizers_if_children_start_threads(void)
 {
 #if defined(__SANITIZE_THREAD__)
 	cr_skip_test("ThreadSanitizer cannot follow a forked child that starts threads");
+#elif defined(__SANITIZE_ADDRESS__)
+	cr_skip_test("AddressSanitizer has no fork handlers: a forked child that starts "
+		     "threads can wait forever for a lock the parent's threads held");
 #endif
 }

@@ -147,14 +147,18 @@ void run_cmd(const char *file, char *const argv[], char *const envp[], int timeo
 /* ---- ThreadSanitizer ------------------------------------------------------------ */
 
 /*
- * ThreadSanitizer cannot follow a child of fork() in a threaded process
- * (Criterion's test process always is) that starts threads of its own: its
- * thread registry keeps the parent's threads, whose ids the child's new
- * ones may reuse.  A test whose children do (attaching to a device starts
- * the session's threads) calls this first: in TSan builds only, it is
- * skipped with that reason.
+ * The sanitizers' runtimes cannot follow a child of fork() in a threaded
+ * process (Criterion's test process always is) that starts threads of its
+ * own.  ThreadSanitizer's thread registry keeps the parent's threads, whose
+ * ids the child's new ones may reuse.  AddressSanitizer's (GCC 12's) has no
+ * fork handlers: a lock of its allocator or thread registry that another
+ * thread held at the fork stays held in the child, whose new threads then
+ * wait for it forever (seen about once in ten runs of a fork scenario).
+ * A test whose children start threads (making or attaching a device does)
+ * calls this first: in sanitizer builds only, it is skipped with that
+ * reason.
  */
-void skip_under_tsan_if_children_start_threads(void);
+void skip_under_sanitizers_if_children_start_threads(void);
 
 /* ---- time -------------------------------------------------------------------- */
 

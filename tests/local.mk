@@ -50,7 +50,7 @@ CRITERION_TESTS = \
 # test_concurrency's child processes start threads; ThreadSanitizer does not
 # support that after a fork in a threaded process (Criterion's test process
 # always is), so the TSan build leaves it out (other such tests skip
-# themselves: skip_under_tsan_if_children_start_threads).  .ci/check --tsan
+# themselves: skip_under_sanitizers_if_children_start_threads).  .ci/check --tsan
 # runs the normal build's test_concurrency and test_migrate against the TSan
 # daemon instead.
 check_PROGRAMS += $(CRITERION_TESTS) tests/test_concurrency tests/test_dmirror \

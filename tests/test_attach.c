@@ -430,7 +430,7 @@ Test(attach, a_forked_child_leaves_the_parents_session_alone)
 	int status;
 	pid_t pid;
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	cr_assert_eq(hmm_device_attach(mnt.dir, 0, &dev), 0);
 	cr_assert_eq(hmm_migrate_to_device(dev, anon, 8 * PAGE, NULL), 0);
 	pid = fork();
@@ -470,7 +470,7 @@ Test(attach, a_killed_process_gives_its_device_memory_back)
 	char c;
 	pid_t pid;
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	cr_assert_eq(pipe(pipefd), 0);
 	pid = fork();
 	cr_assert_geq(pid, 0);
@@ -592,7 +592,7 @@ Test(attach, a_process_killed_while_using_device_memory_hurts_nobody)
 	struct mapped_file f = map_file("kill", O_RDWR, PROT_READ | PROT_WRITE, 0);
 	int status;
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	for (int round = 0; round < 3; round++) {
 		pid_t pid = fork();
 

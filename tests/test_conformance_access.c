@@ -568,7 +568,7 @@ static void fork_child_device_write(unsigned type, void *p, size_t len)
 	pid_t pid;
 	int status;
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	devs_open(&d, type, 1);
 	fill_ints(p, len, 1, 0);
 	fill_ints(mirror, len, -1, 0);

@@ -612,7 +612,7 @@ static void a_child_writing_through_its_own_device(unsigned index, int loc)
 	int status;
 	pid_t pid;
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	if (loc != HMM_LOC_HOST)
 		migrate(f.fd, loc, NPAGES);
 	dev_expect(&d, f.p, LEN, 0, 17, "the parent's device before the fork");

@@ -538,7 +538,7 @@ static int child_writes_through_its_own_device(int *p, size_t size, const int *d
 
 BOTH_VARIANTS(a_child_writing_through_its_own_device_leaves_the_parent_unchanged)
 {
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	for (int use_thp = 0; use_thp < 2; use_thp++) {
 		size_t size = use_thp ? pmd_size() : NPAGES * PS;
 		void *base;

@@ -2387,7 +2387,7 @@ ParameterizedTest(struct stress_case *c, migrate_race,
 	pid_t pids[ST_PROCS + 1];
 	int fd;
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	s->seed = stress_seed(c->seed);
 	s->rlen = rlen;
 	s->size_max = ST_REGIONS * rlen;

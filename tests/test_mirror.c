@@ -219,7 +219,7 @@ Test(mirror, a_fork_child_forgets_inherited_devices_and_makes_its_own)
 	int status = 0;
 	pid_t pid, w = 0;
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	/* Every kind of thread running: compute units, DMA engines, the CPU
 	 * fault server. */
 	cr_assert_eq(hmm_launch(mir, 64, add_one_kernel, x), 0);

@@ -160,7 +160,7 @@ Test(session, another_user_may_observe_the_files_it_can_open)
 {
 	int fd = file_on("pub", HMM_LOC_HOST, O_RDWR);
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	cr_assert_eq(fchmod(fd, 0644), 0);
 	assert_nobody_gets(try_observe, mnt.dir, 0);
 	close(fd);
@@ -272,7 +272,7 @@ Test(session, an_observer_cannot_reserve_device_memory)
 
 Test(session_all, with_attach_all_another_user_attaches)
 {
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	assert_nobody_gets(try_attach, mnt.dir, 0);
 }
 
@@ -513,7 +513,7 @@ Test(session, a_client_killed_while_mapping_device_memory_leaves_nothing_behind)
 	int fd = file_on("k", 0, O_RDWR), before, after = -1, status;
 	pid_t pid;
 
-	skip_under_tsan_if_children_start_threads();
+	skip_under_sanitizers_if_children_start_threads();
 	before = daemon_fds();
 	for (int round = 0; round < 5; round++) {
 		pid = fork();
