@@ -512,22 +512,31 @@ static uint64_t mirror_faults(struct hmm_mirror *m)
 	return hmm_mirror_stats(m, &st) ? 0 : st.faults;
 }
 
-static int cmd_read(struct command *c)
+/* The device reads the command's pages through its mirror into ptr, as the
+ * driver's READ and its read back after a migration or EXCLUSIVE do. */
+static int read_to_ptr(struct command *c)
 {
 	size_t len = (size_t)(c->end - c->start);
 	void *b = bounce_alloc(len);
-	uint64_t before = mirror_faults(c->d->mirror);
 	int err;
 
 	if (!b)
 		return -ENOMEM;
 	err = hmm_mirror_read(c->d->mirror, c->start, b, len);
-	c->cmd.faults = mirror_faults(c->d->mirror) - before;
 	if (!err)
 		err = copy_out(c->cmd.ptr, b, len);
 	if (!err)
 		c->cmd.cpages = c->cmd.npages;
 	bounce_free(b, len);
+	return err;
+}
+
+static int cmd_read(struct command *c)
+{
+	uint64_t before = mirror_faults(c->d->mirror);
+	int err = read_to_ptr(c);
+
+	c->cmd.faults = mirror_faults(c->d->mirror) - before;
 	return err;
 }
 
@@ -647,23 +656,15 @@ static bool on_device(uint64_t pfn, uint64_t va)
 /* The driver reads back what it migrated: every page must be on the device. */
 static int read_back(struct command *c)
 {
-	size_t n = (size_t)c->cmd.npages, len = n * page_size();
+	size_t n = (size_t)c->cmd.npages;
 	uint64_t *pfns = bounce_alloc(n * sizeof(*pfns));
-	void *b = pfns ? bounce_alloc(len) : NULL;
-	int err = b ? snapshot(c->d, c->start, c->end, pfns) : -ENOMEM;
+	int err = pfns ? snapshot(c->d, c->start, c->end, pfns) : -ENOMEM;
 
 	for (size_t i = 0; !err && i < n; i++)
 		if (!on_device(pfns[i], c->start + i * page_size()))
 			err = -ENOENT;
-	if (!err)
-		err = hmm_mirror_read(c->d->mirror, c->start, b, len);
-	if (!err)
-		err = copy_out(c->cmd.ptr, b, len);
-	if (!err)
-		c->cmd.cpages = n;
-	bounce_free(b, len);
 	bounce_free(pfns, n * sizeof(*pfns));
-	return err;
+	return err ? err : read_to_ptr(c);
 }
 
 static const char zeros[1 << 16] __attribute__((aligned(1 << 12)));
@@ -864,21 +865,8 @@ static int cmd_snapshot(struct command *c)
 static int cmd_exclusive(struct command *c)
 {
 	int err = hmm_make_device_exclusive(c->d->mirror, c->start, c->end);
-	size_t len = (size_t)(c->end - c->start);
-	void *b;
 
-	if (err)
-		return err;
-	b = bounce_alloc(len);
-	if (!b)
-		return -ENOMEM;
-	err = hmm_mirror_read(c->d->mirror, c->start, b, len);
-	if (!err)
-		err = copy_out(c->cmd.ptr, b, len);
-	if (!err)
-		c->cmd.cpages = c->cmd.npages;
-	bounce_free(b, len);
-	return err;
+	return err ? err : read_to_ptr(c);
 }
 
 /* The driver's check: -EPERM while a page is still mapped for atomics. */
