@@ -35,7 +35,8 @@
  *    allocates none: snapshot makes its hole just before the snapshot, not
  *    before the migrations, and checks that it is still a hole after;
  *    migrate_remap_fault keeps the mremap target mapped until MREMAP_FIXED
- *    replaces it instead of unmapping it first.
+ *    replaces it instead of unmapping it first; and a buffer with a hole
+ *    is unmapped around the hole at the end, not over it.
  * Where they check more than the kernel's: exclusive checks that the pages
  * are held (CHECK_EXCLUSIVE is EPERM) before the CPU takes them back;
  * migrate_release checks the snapshot after RELEASE; migrate_mixed checks
@@ -178,6 +179,8 @@ struct buffer {
 	size_t npages;
 	void *map;    /* what buffer_free unmaps, map_len bytes (NULL: nothing) */
 	size_t map_len;
+	char *hole;   /* hole_len bytes in map the test unmapped itself (see buffer_punch) */
+	size_t hole_len;
 	uint64_t cpages, faults;
 };
 
@@ -222,10 +225,32 @@ static struct buffer *buffer_new(size_t npages, int prot, int flags)
 	return buffer_around(p, npages, p, npages * PS);
 }
 
+/*
+ * Unmap len bytes at p in b's mapping, and remember it: the hole is free
+ * address space that this process's allocators (the shim's, libhmm's, a
+ * sanitizer's) may take, so buffer_free must not unmap it with the rest.
+ */
+static void buffer_punch(struct buffer *b, void *p, size_t len)
+{
+	cr_assert(!b->hole_len && (char *)p >= (char *)b->map &&
+		  (char *)p + len <= (char *)b->map + b->map_len, "one hole, inside the mapping");
+	cr_assert_eq(munmap(p, len), 0, "munmap: %s", strerror(errno));
+	b->hole = p;
+	b->hole_len = len;
+}
+
 static void buffer_free(struct buffer *b)
 {
-	if (b->map)
-		munmap(b->map, b->map_len);
+	char *map = b->map, *end = map + b->map_len;
+
+	if (map && b->hole_len) {
+		if (b->hole > map)
+			munmap(map, (size_t)(b->hole - map));
+		if (b->hole + b->hole_len < end)
+			munmap(b->hole + b->hole_len, (size_t)(end - b->hole - b->hole_len));
+	} else if (map) {
+		munmap(map, b->map_len);
+	}
 	free(b->mirror);
 	free(b);
 }
@@ -819,7 +844,7 @@ static void make_kinds_of_pages(struct buffer *b, bool hole)
 	int val;
 
 	if (hole)
-		cr_assert_eq(munmap(p + PS, PS), 0);
+		buffer_punch(b, p + PS, PS);
 	cr_assert_eq(mprotect(p + 2 * PS, PS, PROT_READ), 0);
 	val = *(volatile int *)(p + 2 * PS) + 3;
 	cr_assert_eq(val, 3);
@@ -985,7 +1010,7 @@ static void snapshot_of_every_kind(unsigned first)
 	/* The hole last (the kernel's test makes it first): a hole is free
 	 * address space, and the migrations' allocations in this process
 	 * (libhmm's, a sanitizer's) could take it meanwhile. */
-	cr_assert_eq(munmap(p + PS, PS), 0);
+	buffer_punch(b, p + PS, PS);
 	snapshot(d.fd[0], p, 7, m);
 	cr_assert(mincore(p + PS, PS, &(unsigned char){ 0 }) == -1 && errno == ENOMEM,
 		  "something mapped the hole during the snapshot: no conclusion");
@@ -1206,7 +1231,7 @@ static void migrate_then_unmap_part(unsigned first)
 			size_t all = INTS(b->npages * PS);
 
 			fill_and_migrate(d.fd[0], b);
-			cr_assert_eq(munmap((char *)b->ptr + offsets[j], ONE_MIB), 0);
+			buffer_punch(b, (char *)b->ptr + offsets[j], ONE_MIB);
 			expect_ints(b->ptr, 0, INTS(offsets[j]), 1, 0, "before the hole");
 			expect_ints(b->ptr, INTS(offsets[j] + ONE_MIB), all, 1, 0, "after the hole");
 			buffer_free(b);
@@ -1244,6 +1269,10 @@ static void remap_round(int fd, bool before, bool dont_unmap, bool thp, size_t o
 		cr_assert_neq(moved, MAP_FAILED, "mremap: %s", strerror(errno));
 	}
 	expect_index(moved, b->npages, 1, "what the CPU reads at the new place");
+	if (!dont_unmap) { /* the old place is a hole (see buffer_punch) */
+		b->hole = map;
+		b->hole_len = size;
+	}
 	buffer_free(b);
 }
 
