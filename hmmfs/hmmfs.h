@@ -305,8 +305,9 @@ void hmmfs_pages_free_all(struct hmmfs_inode *f);
  * hmmfs_pages_unshare() - before pages [first, last] of f may leave a
  * device or be freed: take them from the sessions that may map them
  * (session.c), whether as device memory or through the CPU's mapping.  If
- * a session may, and a page of the range is on a device or all (pages are
- * going away wherever they are: truncation, punching), it fences the pages,
+ * a session may, and a page of the range was handed out in place
+ * (HMM_IOC_DEVICE_PAGES; pages.c, "Coherence") or all (pages are going
+ * away wherever they are: truncation, punching), it fences the pages,
  * drops data_lock, invalidates and takes data_lock again, so the caller
  * must look at the pages only after it returns.
  * Context: f->data_lock held for writing.

@@ -38,6 +38,11 @@
  * needs, and the kernel must have free workers to send those WRITEs to; so
  * ioctl handlers only queue the request and return, and the migration
  * thread, which is not a worker, replies when the move is done.
+ *
+ * A migration to a coherent device also takes from the CPU the pages
+ * already there that the CPU has a copy of (cpu_copy, pages.c
+ * "Coherence"), without moving them: afterwards the device's memory is the
+ * only copy, which the device that holds them uses in place.
  */
 #include "config.h"
 #include "hmmfs.h"
@@ -47,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <hmm.h>
@@ -66,6 +72,7 @@ struct migration {
 	int own_fd;                /* open_own_fd's, or -errno */
 	uint64_t indices[MIGRATE_CHUNK_PAGES];      /* the chunk's MOVING pages */
 	uint64_t found[MIGRATE_CHUNK_PAGES];        /* scratch: indices of batch[] */
+	unsigned char cached[MIGRATE_CHUNK_PAGES];  /* still_cached's answer */
 	struct hmm__page *batch[MIGRATE_CHUNK_PAGES];
 };
 
@@ -220,13 +227,58 @@ static void take_from_cpu(const struct migration *m, int own_fd, off_t off, off_
 		fuse_lowlevel_notify_inval_inode(hmmfs.se, m->ino, off, len);
 }
 
+#ifndef __NR_cachestat
+#define __NR_cachestat 451 /* Linux 6.5; Debian 12's headers are 6.1 */
+#endif
+
+/* cachestat(2)'s arguments and answer (include/uapi/linux/mman.h). */
+struct page_cache_range {
+	uint64_t off, len;
+};
+struct page_cache_stat {
+	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+/* Whether the page cache holds some of [off, off + len) of fd; false if
+ * the kernel cannot say (before 6.5). */
+static bool cache_holds(int fd, uint64_t off, uint64_t len)
+{
+	struct page_cache_range r = { off, len };
+	struct page_cache_stat st;
+
+	return syscall(__NR_cachestat, fd, &r, &st, 0) == 0 && st.nr_cache;
+}
+
+/*
+ * Which pages of [first, first + n) the page cache still holds (cached[i]
+ * for page first + i), asked with cachestat(2) on own_fd: the whole range
+ * first, then each page when some is.  Phase 2 cannot drop a page that
+ * something holds at that moment (a device's process_vm_readv(2) going
+ * through the CPU's mapping, say): such a page is still the CPU's, as if
+ * it had touched it.  Without own_fd none is taken to be.  (Not mincore(2)
+ * on a mapping of the file: unmapping it writes the file back, which the
+ * WRITEs of the caller's data_lock would wait for.)
+ * Context: f->data_lock held for writing, so that no READ fills the cache.
+ */
+static void still_cached(int own_fd, uint64_t first, size_t n, unsigned char *cached)
+{
+	memset(cached, 0, n);
+	if (own_fd < 0 || !cache_holds(own_fd, first << hmmfs.page_shift,
+				       (uint64_t)n << hmmfs.page_shift))
+		return;
+	for (size_t i = 0; i < n; i++)
+		cached[i] = cache_holds(own_fd, (first + i) << hmmfs.page_shift, hmmfs.page_size);
+}
+
 /*
  * Phase 3 for one chunk: move the pages at indices[] that are still MOVING
- * to dest, all or none, and make every one STABLE.
+ * and no longer cached (cached[] from indices[0]) to dest, all or none,
+ * and make every one STABLE.
  * Context: f->data_lock held for writing.
  */
 static int copy_chunk(struct hmmfs_inode *f, const uint64_t *indices, size_t n, int dest,
-		      struct hmm__page **batch, uint64_t *found, uint64_t *moved)
+		      const unsigned char *cached, struct hmm__page **batch, uint64_t *found,
+		      uint64_t *moved)
 {
 	uint64_t at = indices[0];
 	size_t k = 0, got, j = 0;
@@ -245,6 +297,15 @@ static int copy_chunk(struct hmmfs_inode *f, const uint64_t *indices, size_t n, 
 		if (j == n || indices[j] != found[i] || pg->state != HMM__PAGE_MOVING)
 			continue;
 		pg->state = HMM__PAGE_STABLE;
+		if (cached[found[i] - indices[0]]) {
+			pg->cpu_copy = true; /* the CPU's still: it stays */
+			__atomic_store_n(&pg->in_place, false, __ATOMIC_RELAXED);
+			continue;
+		}
+		/* Phase 2 took it from the CPU, and no READ copied it since;
+		 * the sessions dropped it after phase 2. */
+		pg->cpu_copy = false;
+		__atomic_store_n(&pg->in_place, false, __ATOMIC_RELAXED);
 		/* Brought to the host by a write-back meanwhile. */
 		if (pg->loc != dest)
 			batch[k++] = pg;
@@ -271,9 +332,12 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 	for (size_t i = 0; i < got; i++) {
 		struct hmm__page *pg = m->batch[i];
 
-		if (pg->loc == dest) {
+		if (pg->loc == dest)
 			m->args.skipped++;
-		} else if (pg->state == HMM__PAGE_STABLE) {
+		/* A page already on the (coherent) device that the CPU has a
+		 * copy of: taken from the CPU, as the others, but not moved. */
+		if ((pg->loc != dest || (dest != HMM__LOC_HOST && pg->cpu_copy)) &&
+		    pg->state == HMM__PAGE_STABLE) {
 			pg->state = HMM__PAGE_MOVING;
 			pg->dest = (int16_t)dest;
 			indices[n++] = indices[i];
@@ -302,7 +366,8 @@ static int migrate_chunk(struct migration *m, uint64_t first, uint64_t npages)
 	hmmfs_session_invalidate(f, -1, indices[0], indices[n - 1], true);
 
 	pthread_rwlock_wrlock(&f->data_lock);
-	err = copy_chunk(f, indices, n, dest, m->batch, m->found, &m->args.moved);
+	still_cached(m->own_fd, indices[0], (size_t)(indices[n - 1] - indices[0] + 1), m->cached);
+	err = copy_chunk(f, indices, n, dest, m->cached, m->batch, m->found, &m->args.moved);
 	pthread_rwlock_unlock(&f->data_lock);
 	return err;
 }

@@ -10,6 +10,30 @@
  * here that reads or writes page contents does that, so the READ, WRITE and
  * size-changing paths are where a CPU access faults a page back.
  *
+ * Coherence.  The CPU's "in place" is a copy: a READ fills the kernel's page
+ * cache from device memory, and stores through a mapping stay there until
+ * written back, while an attached device reads and writes the device
+ * memory itself.  The kernel's coherent device memory is one copy; here a
+ * page on a device is either copied by the CPU (cpu_copy: a READ or a
+ * write(2) put it in the page cache) or used in place by the device that
+ * holds it, never both:
+ *  - before a READ or a write(2) gives the CPU a copy of a page on a
+ *    device, the sessions drop their device mappings of it
+ *    (hmmfs_pages_unshare, as for a private page's fault-back); the page
+ *    is then cpu_copy;
+ *  - HMM_IOC_DEVICE_PAGES hands out only pages that are not cpu_copy: for
+ *    the others the device goes through the CPU's mapping, so the CPU's
+ *    copy;
+ *  - a migration to a coherent device takes the CPU's copies of the pages
+ *    already there too (migrate.c), which clears cpu_copy.
+ * A session may use a page in place only once handed out (in_place), so
+ * the sessions are told before a page changes hands only if it was: a
+ * device going through the CPU's mapping, which holds its driver lock
+ * while the CPU's access waits for this READ or WRITE, is not asked to
+ * answer meanwhile.
+ * The flag means nothing for pages in host RAM: any migration takes them
+ * from the CPU first.
+ *
  * Invariants: no page lies wholly at or beyond the size (truncation frees
  * them), and the bytes of the last page beyond the size are zero, so that
  * growing the file again exposes zeros.
@@ -148,7 +172,9 @@ static int page_get(struct hmmfs_inode *f, uint64_t index, bool whole, bool writ
 
 /*
  * hmmfs_pages_need_fault() - must the CPU's read of [off, off + size) change
- * a page first: bring it back from a private device, or stop its migration?
+ * a page first: bring it back from a private device, stop its migration,
+ * or take a coherent device's page from the device that uses it in place
+ * (see the top)?
  * Context: data_lock held for reading suffices.
  */
 bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size)
@@ -160,7 +186,8 @@ bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size)
 		return false;
 	last = page_index(off + size - 1);
 	while ((pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
-		if (!cpu_can_touch(pg) || pg->state == HMM__PAGE_MOVING)
+		if (!cpu_can_touch(pg) || pg->state == HMM__PAGE_MOVING ||
+		    (pg->loc != HMM__LOC_HOST && !pg->cpu_copy))
 			return true;
 		index++;
 	}
@@ -168,9 +195,12 @@ bool hmmfs_pages_need_fault(struct hmmfs_inode *f, uint64_t off, size_t size)
 }
 
 /*
- * hmmfs_pages_fault_in() - bring every private-device page of the range
- * back to host RAM, one DMA batch per device (hmm__pages_move groups them),
- * so that pages the kernel reads ahead together come back together.
+ * hmmfs_pages_fault_in() - ready the range for the CPU to copy: bring every
+ * private-device page back to host RAM, one DMA batch per device
+ * (hmm__pages_move groups them), so that pages the kernel reads ahead
+ * together come back together, and mark every page cpu_copy.
+ * Context: the sessions' device mappings of the range are gone
+ * (hmmfs_pages_unshare).
  * Return: 0, -ENOSPC (host RAM full), -ENOMEM.
  */
 int hmmfs_pages_fault_in(struct hmmfs_inode *f, uint64_t off, size_t size)
@@ -187,8 +217,12 @@ int hmmfs_pages_fault_in(struct hmmfs_inode *f, uint64_t off, size_t size)
 	index = page_index(off);
 	while (!err && (pg = hmm__radix_next(&f->file.pages, &index)) && index <= last) {
 		cpu_touched(pg, false);
+		/* A private page is in host RAM once copied (the flag then
+		 * means nothing); one that cannot come back is not copied. */
 		if (!cpu_can_touch(pg))
 			batch[n++] = pg;
+		else
+			pg->cpu_copy = true;
 		if (n == FAULT_BATCH) {
 			err = fault_back(f, batch, n);
 			n = 0;
@@ -223,6 +257,10 @@ int hmmfs_pages_write(struct hmmfs_inode *f, const char *buf, size_t size,
 		err = page_get(f, page_index(pos), chunk == hmmfs.page_size, writeback, &pg);
 		if (err)
 			break;
+		/* write(2) leaves the data in the page cache too; a write-back
+		 * comes from a copy already counted (or being taken). */
+		if (!writeback)
+			pg->cpu_copy = true;
 		memcpy((char *)pg->data + in_page(pos), buf + done, chunk);
 		done += chunk;
 	}
@@ -454,13 +492,13 @@ void hmmfs_pages_free_all(struct hmmfs_inode *f)
 	}
 }
 
-/* Whether any page of [first, last] of f is on a device. */
-static bool any_on_device(struct hmmfs_inode *f, uint64_t first, uint64_t last)
+/* Whether a session may use a page of [first, last] of f in place. */
+static bool any_in_place(struct hmmfs_inode *f, uint64_t first, uint64_t last)
 {
 	struct hmm__page *pg;
 
 	while ((pg = hmm__radix_next(&f->file.pages, &first)) && first <= last) {
-		if (pg->loc != HMM__LOC_HOST)
+		if (__atomic_load_n(&pg->in_place, __ATOMIC_RELAXED))
 			return true;
 		if (first == UINT64_MAX)
 			break;
@@ -469,9 +507,22 @@ static bool any_on_device(struct hmmfs_inode *f, uint64_t first, uint64_t last)
 	return false;
 }
 
+/* The sessions dropped [first, last]: none uses a page of it in place. */
+static void none_in_place(struct hmmfs_inode *f, uint64_t first, uint64_t last)
+{
+	struct hmm__page *pg;
+
+	while ((pg = hmm__radix_next(&f->file.pages, &first)) && first <= last) {
+		__atomic_store_n(&pg->in_place, false, __ATOMIC_RELAXED);
+		if (first == UINT64_MAX)
+			break;
+		first++;
+	}
+}
+
 bool hmmfs_pages_unshare_begin(struct hmmfs_inode *f, uint64_t first, uint64_t last, bool all)
 {
-	if (!hmmfs_session_shared(f) || (!all && !any_on_device(f, first, last)))
+	if (!hmmfs_session_shared(f) || (!all && !any_in_place(f, first, last)))
 		return false;
 	if (f->file.nunshares++ == 0) {
 		f->file.unshare_first = first;
@@ -485,6 +536,8 @@ bool hmmfs_pages_unshare_begin(struct hmmfs_inode *f, uint64_t first, uint64_t l
 	pthread_rwlock_unlock(&f->data_lock);
 	hmmfs_session_invalidate(f, -1, first, last, true);
 	pthread_rwlock_wrlock(&f->data_lock);
+	/* Fenced meanwhile: nothing was handed out again. */
+	none_in_place(f, first, last);
 	return true;
 }
 

@@ -498,18 +498,23 @@ void hmmfs_session_ioctl_device_pages(fuse_req_t req, struct hmmfs_inode *f,
 		uint64_t off;
 
 		out->where[i] = HMM_DEVICE_PAGE_ABSENT;
-		if (hmmfs_pages_unshared(f, first + i))
+		if (hmmfs_pages_unshared(f, first + i) || !pg || pg->loc != (int)in->index ||
+		    pg->state != HMM__PAGE_STABLE)
 			continue;
-		if (pg && pg->loc == (int)in->index && pg->state == HMM__PAGE_STABLE &&
-		    hmm__pool_page_offset(&hmmfs.devices[in->index]->pool, pg->data, &off) == 0)
+		/* Used in place only where the CPU has no copy (pages.c,
+		 * "Coherence"): the access goes through the CPU's. */
+		if (pg->cpu_copy)
+			continue;
+		if (hmm__pool_page_offset(&hmmfs.devices[in->index]->pool, pg->data, &off) == 0) {
 			out->where[i] = off;
+			__atomic_store_n(&pg->in_place, true, __ATOMIC_RELAXED);
+		}
 	}
 	pthread_rwlock_unlock(&f->data_lock);
 	fuse_reply_ioctl(req, 0, out, sizeof(*out));
 	free(out);
 }
 
-/* Send one message, with a descriptor if fd >= 0.  Return: 0, -errno. */
 /* Send one message, with a descriptor if fd >= 0.  Return: 0, -errno. */
 static int session_send(struct session *s, const struct hmm__msg *msg, int fd)
 {

@@ -480,6 +480,13 @@ struct hmm__page {
 	int16_t loc;     /* HMM__LOC_HOST or a device index */
 	int16_t dest;    /* while MOVING: where to */
 	uint8_t state;   /* enum hmm__page_state */
+	/* hmmfs, for a page on a device: the kernel's page cache may hold a
+	 * copy (hmmfs/pages.c); the owner's lock protects it. */
+	bool cpu_copy;
+	/* hmmfs: handed to a session in place since the sessions last
+	 * dropped their mappings of it; atomic (set under the owner's lock
+	 * for reading). */
+	bool in_place;
 	void *owner;     /* whoever indexes the page (an hmmfs inode); immutable */
 	uint64_t index;  /* its index there; immutable */
 	struct hmm__page *lru_prev, *lru_next; /* on the device's LRU; its lru_lock */

@@ -109,7 +109,7 @@ size_t hmm__device_lru_oldest(struct hmm__device *dev, void (*hold)(void *owner)
 int hmm__page_new(const struct hmm__mem *m, bool overwrite, void *owner, uint64_t index,
 		  struct hmm__page **out)
 {
-	struct hmm__page *pg = hmm__malloc(sizeof(*pg));
+	struct hmm__page *pg = hmm__calloc(1, sizeof(*pg)); /* zero: no CPU copy, not in place */
 	bool zeroed;
 	int err;
 

@@ -7,7 +7,9 @@
  * still bring pages back, read-only mappings stay read-only, kernels run
  * on the device memory, and a migration racing device reads never shows a
  * stale page.  Anonymous memory migrates to the mount's device too, held
- * by the process but counted by the daemon.
+ * by the process but counted by the daemon.  On a coherent device, the
+ * CPU's copy of a page and the device's in-place use take turns: every
+ * reader sees the last write, racing or not, and the pages stay put.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
@@ -19,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -771,4 +774,211 @@ Test(attach_no_devices, a_kernel_on_a_file_truncated_behind_its_back_gets_efault
 	hmm_mirror_destroy(m);
 	cr_assert_eq(hmm_device_destroy(dev), 0);
 	unmap_file(&f);
+}
+
+/* ---- coherent devices: the CPU's copy and the device take turns ---------- */
+
+static void setup_coherent(void)
+{
+	mnt_setup_opts("host_mem=64M,devices=1,device_mem=16M,device_type=coherent");
+}
+
+TestSuite(attach_coherent, .init = setup_coherent, .fini = mnt_teardown, .timeout = 120);
+
+/* Every page of p (LEN bytes) holds v in its first word. */
+static void put_words(struct hmm_mirror *m, unsigned char *p, uint64_t v)
+{
+	static uint64_t buf[LEN / sizeof(uint64_t)];
+
+	memset(buf, 0, sizeof(buf));
+	for (size_t i = 0; i < NPAGES; i++)
+		buf[i * PAGE / sizeof(uint64_t)] = v;
+	if (m)
+		cr_assert_eq(hmm_mirror_write(m, va(p), buf, LEN), 0, "device write of %lu",
+			     (unsigned long)v);
+	else
+		for (size_t i = 0; i < NPAGES; i++)
+			__atomic_store_n((uint64_t *)(p + i * PAGE), v, __ATOMIC_RELAXED);
+}
+
+/* The first word of page i of p, as the device (m) or the CPU (m NULL) reads it. */
+static uint64_t word(struct hmm_mirror *m, unsigned char *p, size_t i)
+{
+	uint64_t v;
+
+	if (!m)
+		return __atomic_load_n((uint64_t *)(p + i * PAGE), __ATOMIC_RELAXED);
+	cr_assert_eq(hmm_mirror_read(m, va(p + i * PAGE), &v, sizeof(v)), 0);
+	return v;
+}
+
+static uint64_t pread_word(int fd, size_t i)
+{
+	uint64_t v;
+
+	cr_assert_eq(pread(fd, &v, sizeof(v), (off_t)(i * PAGE)), (ssize_t)sizeof(v));
+	return v;
+}
+
+/*
+ * The CPU (stores through its mapping, not written back) and the device
+ * that holds the pages (in place, or through the CPU's copy) write in
+ * turn; each reader, pread(2) included, sees the last write, and the
+ * pages never leave the device.
+ */
+Test(attach_coherent, the_cpu_and_the_device_take_turns_and_each_sees_the_others_last_write)
+{
+	struct mapped_file f = map_file("turns", O_RDWR, PROT_READ | PROT_WRITE, 0);
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+
+	attach(0, &dev, &m);
+	for (uint64_t round = 1; round <= 100; round++) {
+		put_words(NULL, f.p, 2 * round);
+		/* Every other round the migration takes the CPU's copy, and
+		 * the device works in place. */
+		if (round % 2)
+			cr_assert_eq(hmm_file_migrate(f.fd, 0, 0, 0, NULL), 0);
+		for (size_t i = 0; i < NPAGES; i++)
+			cr_assert_eq(word(m, f.p, i), 2 * round, "round %lu, page %zu: the device "
+				     "reads the CPU's store", (unsigned long)round, i);
+		put_words(m, f.p, 2 * round + 1);
+		for (size_t i = 0; i < NPAGES; i++) {
+			uint64_t v = word(NULL, f.p, i);
+
+			cr_assert_eq(v, 2 * round + 1, "round %lu, page %zu: the CPU reads %lu, "
+				     "not the device's write", (unsigned long)round, i,
+				     (unsigned long)v);
+			cr_assert_eq(pread_word(f.fd, i), 2 * round + 1);
+		}
+	}
+	cr_assert_eq(on_device(f.fd, 0), NPAGES, "the pages stayed on the device");
+	cr_assert_eq(cpu_faults(f.fd), 0, "no page came back to host RAM");
+	detach(dev, m);
+	unmap_file(&f);
+}
+
+/* How many pages of p (LEN bytes) are in the page cache. */
+static unsigned cached_pages(const unsigned char *p)
+{
+	unsigned char vec[NPAGES];
+	unsigned n = 0;
+
+	cr_assert_eq(mincore((void *)p, LEN, vec), 0, "mincore: %m");
+	for (size_t i = 0; i < NPAGES; i++)
+		n += vec[i] & 1;
+	return n;
+}
+
+/*
+ * Once the CPU copied the pages, the device goes through the CPU's copy;
+ * a migration to the device, where the pages already are, takes the copy
+ * (moving nothing), and the device then works in place: no copy comes
+ * back to the page cache.
+ */
+Test(attach_coherent, a_migration_takes_the_cpus_copy_and_the_device_then_works_in_place)
+{
+	struct mapped_file f = map_file("inplace", O_RDWR, PROT_READ | PROT_WRITE, 0);
+	struct hmm_migrate r;
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+
+	attach(0, &dev, &m);
+	cr_assert_eq(cached_pages(f.p), 0, "the migration took the pages from the CPU");
+	for (size_t i = 0; i < NPAGES; i++)
+		cr_assert_eq(pattern_check(f.p + i * PAGE, PAGE, i * PAGE, 7), -1);
+	cr_assert_eq(cached_pages(f.p), NPAGES, "the CPU's reads copied every page");
+	expect_read_in_place(m, &f, LEN);
+	put_words(m, f.p, 41);
+	cr_assert_eq(cached_pages(f.p), NPAGES, "the device went through the CPU's copy");
+	cr_assert_eq(hmm_file_migrate(f.fd, 0, 0, 0, &r), 0);
+	cr_assert_eq(r.moved, 0);
+	cr_assert_eq(r.skipped, NPAGES);
+	cr_assert_eq(cached_pages(f.p), 0, "the migration took the CPU's copy");
+	cr_assert_eq(word(m, f.p, 5), 41, "the device reads what it wrote through the CPU");
+	put_words(m, f.p, 42);
+	cr_assert_eq(word(m, f.p, NPAGES - 1), 42);
+	cr_assert_eq(cached_pages(f.p), 0, "the device worked through the page cache");
+	cr_assert_eq(pread_word(f.fd, 3), 42);
+	cr_assert_eq(word(NULL, f.p, 9), 42);
+	cr_assert_eq(on_device(f.fd, 0), NPAGES);
+	detach(dev, m);
+	unmap_file(&f);
+}
+
+struct writer {
+	struct hmm_mirror *m; /* the device writes; NULL: the CPU does */
+	unsigned char *p;
+	uint64_t rounds;
+	unsigned reads;       /* atomic: the reader's rounds so far */
+	bool done;            /* atomic */
+};
+
+/* Each write waits for a round of the reader since the one before, so that
+ * a fast writer (CPU stores) does not finish before the reader starts. */
+static void *write_rounds(void *arg)
+{
+	struct writer *w = arg;
+	unsigned seen = 0;
+
+	for (uint64_t v = 1; v <= w->rounds; v++) {
+		while (__atomic_load_n(&w->reads, __ATOMIC_ACQUIRE) == seen)
+			sched_yield();
+		seen = __atomic_load_n(&w->reads, __ATOMIC_ACQUIRE);
+		put_words(w->m, w->p, v);
+	}
+	__atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * One side writes 1, 2, 3... into every page while the other reads: no
+ * page ever reads older than it read before, and the last value is what
+ * every reader ends with.  writer_is_device says which side writes.
+ */
+static void reads_never_go_back(bool writer_is_device)
+{
+	struct mapped_file f = map_file(writer_is_device ? "dw" : "cw", O_RDWR,
+					PROT_READ | PROT_WRITE, 0);
+	uint64_t last[NPAGES] = { 0 };
+	struct hmm_device *dev;
+	struct hmm_mirror *m;
+	struct writer w;
+	pthread_t t;
+
+	attach(0, &dev, &m);
+	put_words(m, f.p, 0);
+	w = (struct writer){ writer_is_device ? m : NULL, f.p, 300, 0, false };
+	cr_assert_eq(pthread_create(&t, NULL, write_rounds, &w), 0);
+	while (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) {
+		for (size_t i = 0; i < NPAGES; i++) {
+			uint64_t v = word(writer_is_device ? NULL : m, f.p, i);
+
+			cr_assert_geq(v, last[i], "page %zu read %lu after %lu", i,
+				      (unsigned long)v, (unsigned long)last[i]);
+			cr_assert_leq(v, w.rounds);
+			last[i] = v;
+		}
+		__atomic_add_fetch(&w.reads, 1, __ATOMIC_RELEASE);
+	}
+	pthread_join(t, NULL);
+	for (size_t i = 0; i < NPAGES; i++) {
+		cr_assert_eq(word(NULL, f.p, i), w.rounds, "the CPU ends with the last write");
+		cr_assert_eq(word(m, f.p, i), w.rounds, "the device ends with the last write");
+		cr_assert_eq(pread_word(f.fd, i), w.rounds, "pread ends with the last write");
+	}
+	cr_log_info("%u reads of every page during %lu writes", w.reads, (unsigned long)w.rounds);
+	cr_assert_eq(on_device(f.fd, 0), NPAGES, "the pages stayed on the device");
+	detach(dev, m);
+	unmap_file(&f);
+}
+
+Test(attach_coherent, cpu_reads_racing_device_writes_never_go_back_and_end_with_the_last)
+{
+	reads_never_go_back(true);
+}
+
+Test(attach_coherent, device_reads_racing_cpu_stores_never_go_back_and_end_with_the_last)
+{
+	reads_never_go_back(false);
 }

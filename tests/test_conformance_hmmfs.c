@@ -48,19 +48,14 @@
  *  - the fork scenario: the child inherits the parent's shared mapping and
  *    attaches a device of its own (the parent's is the parent's,
  *    libhmm(3)); the kernel's child opens its own device too.
- *
- * Left out, because hmmfs does otherwise (a bug, not fixed here: it needs
- * a coherence protocol between the page cache and device memory):
- *  - a write by a coherent device that holds the pages, seen by the CPU
- *    and the other device.  The kernel's coherent device memory is one
- *    copy that the CPU maps; an hmmfs page on a coherent device is read by
- *    the CPU "in place" through FUSE, which leaves a copy in the page cache,
- *    while the attached device writes the device memory itself: the CPU's
- *    mapping, pread(2) and the other device (which maps the CPU's page)
- *    keep reading the old data.  The other way round, a CPU store through
- *    the mapping is not seen by the holder's in-place read until msync(2).
- *    coherent_holder_and_other_device_see_the_same_data therefore stops
- *    before the holder's write.
+ *  - coherent devices: the kernel's coherent device memory is one copy that
+ *    the CPU maps.  The CPU can map only a copy of an hmmfs page, in the
+ *    page cache, so the daemon keeps the two from diverging: the device
+ *    that holds the page uses it in place only while the CPU has no copy
+ *    (after a migration to the device), goes through the CPU's copy
+ *    otherwise, and loses it before the CPU copies it (hmmfs(8),
+ *    "Coherent devices").  The data seen is the kernel's; only the cost
+ *    differs.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
@@ -447,8 +442,8 @@ BOTH_VARIANTS(half_faulted_back_migrates_again, half_faulted_back_migrates_again
  * devices read the same pages; after the pages move to one, the other
  * reads the right data (a private device's pages come back to host RAM
  * for it; a coherent device's are read in place through the CPU's
- * mapping), and a write by the device that holds them is seen by the
- * other device and by the CPU. */
+ * mapping), a write by the device that holds them is seen by the other
+ * device and by the CPU, and the CPU's stores by the holder. */
 static void both_devices_see_the_same_data(unsigned holder)
 {
 	unsigned other = holder == PRIV ? COH : PRIV;
@@ -465,15 +460,22 @@ static void both_devices_see_the_same_data(unsigned holder)
 	expect_at(f.fd, 0, NPAGES, holder == PRIV ? HMM_LOC_HOST : COH,
 		  "after the other device's read");
 
-	/* Not for a coherent holder: see the header, "Left out". */
-	if (holder == PRIV) {
+	/* A private holder lost the pages to the other device's read; a
+	 * coherent one still holds them, and the CPU has a copy, through
+	 * which the holder's write goes (hmmfs(8), "Coherent devices"). */
+	if (holder == PRIV)
 		migrate(f.fd, holder, NPAGES);
-		dev_fill(&d[holder], f.p, LEN, 0, 14);
-		expect_at(f.fd, 0, NPAGES, holder, "after the holder's write");
-		dev_expect(&d[other], f.p, LEN, 0, 14, "the other device after the holder's write");
-		cpu_expect(f.p, LEN, 0, 14, "the CPU after the holder's write");
-		expect_pattern(f.fd, 0, LEN, 14);
-	}
+	dev_fill(&d[holder], f.p, LEN, 0, 14);
+	expect_at(f.fd, 0, NPAGES, holder, "after the holder's write");
+	dev_expect(&d[other], f.p, LEN, 0, 14, "the other device after the holder's write");
+	cpu_expect(f.p, LEN, 0, 14, "the CPU after the holder's write");
+	expect_pattern(f.fd, 0, LEN, 14);
+	/* The other way round: what the CPU stored through its mapping, not
+	 * yet written back, is what the holder reads. */
+	pattern_fill(f.p, LEN, 0, 15);
+	dev_expect(&d[holder], f.p, LEN, 0, 15, "the holder after the CPU's stores");
+	expect_pattern(f.fd, 0, LEN, 15);
+	dev_expect(&d[other], f.p, LEN, 0, 15, "the other device after the CPU's stores");
 	dev_detach(&d[COH]);
 	dev_detach(&d[PRIV]);
 	file_unmap(&f);
