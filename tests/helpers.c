@@ -309,3 +309,34 @@ void skip_under_sanitizers_if_children_start_threads(void)
 		     "threads can wait forever for a lock the parent's threads held");
 #endif
 }
+
+size_t thp_pmd_size(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
+	unsigned long v = 0;
+
+	if (f) {
+		if (fscanf(f, "%lu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v ? v : 2UL << 20;
+}
+
+unsigned long meminfo_field(const char *field)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	unsigned long v = 0;
+	size_t n = strlen(field);
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n)) {
+			v = strtoul(line + n, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}

@@ -77,6 +77,14 @@ void expect_pattern(int fd, long long off, size_t len, unsigned seed);
 /* lseek(fd, from, whence) must return want, or fail with ENXIO if want < 0. */
 void expect_seek(int fd, long long from, int whence, long long want);
 
+/* ---- the machine ------------------------------------------------------------- */
+
+/* The size of a transparent huge page (PMD), 2 MiB if the kernel does not say. */
+size_t thp_pmd_size(void);
+
+/* The number after field ("HugePages_Free:") in /proc/meminfo, or 0. */
+unsigned long meminfo_field(const char *field);
+
 /* ---- another user ------------------------------------------------------------ */
 
 #define NOBODY 65534

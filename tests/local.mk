@@ -108,13 +108,15 @@ tests_test_attach_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_conformance_hmmfs_LDFLAGS = $(AM_LDFLAGS) -no-install
 # test_dmirror knows only the dmirror ioctls: it runs itself again under
 # LD_PRELOAD=libhmm_dmirror.so, which it finds here.
-tests_test_dmirror_SOURCES = tests/test_dmirror.c $(TEST_COMMON_SOURCES)
+tests_test_dmirror_SOURCES = tests/test_dmirror.c tests/shim_exec.c tests/shim_exec.h \
+	$(TEST_COMMON_SOURCES)
 tests_test_dmirror_CFLAGS = $(TESTS_CFLAGS) \
 	-DDMIRROR_SHIM='"$(abs_top_builddir)/libhmm/.libs/libhmm_dmirror.so"'
 tests_test_dmirror_LDADD = $(CRITERION_LIBS)
 tests_test_dmirror_LDFLAGS = $(AM_LDFLAGS) -no-install
 # test_dmirror_hmmfs too, with the devices of a mount it makes (and hmmctl).
-tests_test_dmirror_hmmfs_SOURCES = tests/test_dmirror_hmmfs.c $(TEST_COMMON_SOURCES)
+tests_test_dmirror_hmmfs_SOURCES = tests/test_dmirror_hmmfs.c tests/shim_exec.c \
+	tests/shim_exec.h $(TEST_COMMON_SOURCES)
 tests_test_dmirror_hmmfs_CFLAGS = $(TESTS_CFLAGS) \
 	-DDMIRROR_SHIM='"$(abs_top_builddir)/libhmm/.libs/libhmm_dmirror.so"' \
 	-DHMMCTL_BIN='"$(abs_top_builddir)/hmmfs/hmmctl"'
@@ -123,13 +125,15 @@ tests_test_dmirror_hmmfs_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_attach_SOURCES = tests/test_attach.c $(TEST_COMMON_SOURCES)
 tests_test_attach_CFLAGS = $(TESTS_CFLAGS)
 tests_test_attach_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
-tests_test_conformance_hmmfs_SOURCES = tests/test_conformance_hmmfs.c $(TEST_COMMON_SOURCES)
+tests_test_conformance_hmmfs_SOURCES = tests/test_conformance_hmmfs.c tests/snapshot.c \
+	tests/snapshot.h $(TEST_COMMON_SOURCES)
 tests_test_conformance_hmmfs_CFLAGS = $(TESTS_CFLAGS)
 tests_test_conformance_hmmfs_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_anon_migrate_SOURCES = tests/test_anon_migrate.c $(TEST_COMMON_SOURCES)
 tests_test_anon_migrate_CFLAGS = $(TESTS_CFLAGS)
 tests_test_anon_migrate_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
-tests_test_conformance_access_SOURCES = tests/test_conformance_access.c $(TEST_COMMON_SOURCES)
+tests_test_conformance_access_SOURCES = tests/test_conformance_access.c tests/snapshot.c \
+	tests/snapshot.h $(TEST_COMMON_SOURCES)
 tests_test_conformance_access_CFLAGS = $(TESTS_CFLAGS)
 tests_test_conformance_access_LDADD = $(TESTS_LDADD) libhmm/libhmm.la
 tests_test_conformance_migrate_SOURCES = tests/test_conformance_migrate.c $(TEST_COMMON_SOURCES)

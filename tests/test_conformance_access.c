@@ -77,6 +77,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "snapshot.h"
 #include "rng.h"
 
 #define PS 4096UL
@@ -275,20 +276,6 @@ static void to_device(struct hmm_device *d, void *p, size_t npages)
 #define SNAP_PUD 0x20    /* mapped by the CPU as one PUD */
 #define SNAP_ZERO 0x40   /* the shared zero page */
 
-static bool snap_invalidate(struct hmm_interval_notifier *sub, const struct hmm_notifier_range *r,
-			    uint64_t cur_seq)
-{
-	pthread_mutex_t *lock = hmm_interval_notifier_priv(sub);
-
-	(void)r;
-	pthread_mutex_lock(lock);
-	hmm_interval_set_seq(sub, cur_seq);
-	pthread_mutex_unlock(lock);
-	return true;
-}
-
-static const struct hmm_interval_notifier_ops snap_ops = { .invalidate = snap_invalidate };
-
 static unsigned char snap_byte(uint64_t addr, uint64_t pfn)
 {
 	unsigned char b;
@@ -309,48 +296,21 @@ static unsigned char snap_byte(uint64_t addr, uint64_t pfn)
 	return b;
 }
 
-/*
- * What device d sees of the CPU's page table over npages pages from p,
- * without faulting anything in: the driver's loop of read_begin, range
- * fault and read_retry under its lock, on a notifier of the range alone.
- * The raw words go to pfns (if not NULL), the bytes to out.
- */
+/* What device d sees over npages pages from p: the raw words to pfns (if
+ * not NULL), the bytes to out. */
 static void snapshot(struct hmm_device *d, const void *p, size_t npages, uint64_t *pfns,
 		     unsigned char *out)
 {
-	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	struct hmm_interval_notifier *sub;
 	uint64_t *words = calloc(npages, sizeof(*words));
-	struct hmm_range range = { .start = va(p), .end = va(p) + npages * PS, .hmm_pfns = words,
-				   .dev_private_owner = d };
-	int err;
 
 	cr_assert_not_null(words);
-	cr_assert_eq(hmm_interval_notifier_insert(va(p), npages * PS, &snap_ops, &lock, &sub), 0);
-	range.notifier = sub;
-	for (;;) {
-		range.notifier_seq = hmm_interval_read_begin(sub);
-		err = hmm_range_fault(&range);
-		if (err == -EBUSY)
-			continue;
-		if (err)
-			break;
-		pthread_mutex_lock(&lock);
-		if (!hmm_interval_read_retry(sub, range.notifier_seq))
-			break;
-		pthread_mutex_unlock(&lock);
+	snapshot_range(d, va(p), npages, words);
+	for (size_t i = 0; i < npages; i++) {
+		out[i] = snap_byte(va(p) + i * PS, words[i]);
+		if (pfns)
+			pfns[i] = words[i];
 	}
-	if (!err) {
-		for (size_t i = 0; i < npages; i++) {
-			out[i] = snap_byte(va(p) + i * PS, words[i]);
-			if (pfns)
-				pfns[i] = words[i];
-		}
-		pthread_mutex_unlock(&lock);
-	}
-	hmm_interval_notifier_remove(sub);
 	free(words);
-	cr_assert_eq(err, 0, "hmm_range_fault: %s", strerror(-err));
 }
 
 static void expect_snap(const unsigned char *m, size_t i, unsigned char want)
@@ -360,48 +320,16 @@ static void expect_snap(const unsigned char *m, size_t i, unsigned char want)
 
 /* ---- sizes of huge pages -------------------------------------------------- */
 
-static size_t pmd_size(void)
-{
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
-	unsigned long v = 0;
-
-	if (f) {
-		if (fscanf(f, "%lu", &v) != 1)
-			v = 0;
-		fclose(f);
-	}
-	return v ? v : 2UL << 20;
-}
-
-/* A field of /proc/meminfo ("HugePages_Free:"), or 0. */
-static unsigned long meminfo(const char *field)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	char line[256];
-	unsigned long v = 0;
-	size_t n = strlen(field);
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n)) {
-			v = strtoul(line + n, NULL, 10);
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 /*
  * A private anonymous hugetlb mapping of at least 2 MiB, or the test is
  * skipped, as the kernel's is, when no huge page is free.
  */
 static void *map_hugetlb(size_t *len)
 {
-	size_t hsize = meminfo("Hugepagesize:") * 1024;
+	size_t hsize = meminfo_field("Hugepagesize:") * 1024;
 	void *p;
 
-	if (!hsize || !meminfo("HugePages_Free:"))
+	if (!hsize || !meminfo_field("HugePages_Free:"))
 		cr_skip_test("no free huge page (/proc/sys/vm/nr_hugepages)");
 	*len = (2UL << 20) > hsize ? 2UL << 20 : hsize;
 	p = mmap(NULL, *len, PROT_READ | PROT_WRITE,
@@ -588,7 +516,7 @@ static void fork_child_device_write(unsigned type, void *p, size_t len)
 /* anon_write_child, without migration, on small pages or on a THP. */
 static void child_device_write_leaves_parent_copy(unsigned type, bool thp)
 {
-	size_t size = thp ? pmd_size() : SIZE;
+	size_t size = thp ? thp_pmd_size() : SIZE;
 	unsigned char *raw = map_anon(2 * size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 	unsigned char *p = raw;
 
@@ -630,7 +558,7 @@ BOTH_VARIANTS(child_device_write_to_shared_memory,
 /* anon_write_huge */
 static void device_writes_a_thp(unsigned type)
 {
-	size_t size = pmd_size();
+	size_t size = thp_pmd_size();
 	unsigned char *raw = map_anon(2 * size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 	unsigned char *p = (unsigned char *)((va(raw) + size - 1) & ~(uint64_t)(size - 1));
 	int *mirror = malloc(size);

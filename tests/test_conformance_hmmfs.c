@@ -60,6 +60,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mount.h"
+#include "snapshot.h"
 
 #include <hmm.h>
 
@@ -650,50 +651,10 @@ Test(hmmfs, a_child_writing_in_place_on_the_device_is_seen_by_the_parent)
 
 /* ---- snapshot ------------------------------------------------------------------- */
 
-static bool snap_invalidate(struct hmm_interval_notifier *sub, const struct hmm_notifier_range *r,
-			    uint64_t cur_seq)
-{
-	pthread_mutex_t *lock = hmm_interval_notifier_priv(sub);
-
-	(void)r;
-	pthread_mutex_lock(lock);
-	hmm_interval_set_seq(sub, cur_seq);
-	pthread_mutex_unlock(lock);
-	return true;
-}
-
-static const struct hmm_interval_notifier_ops snap_ops = { .invalidate = snap_invalidate };
-
-/* What device d sees of the CPU's page table over [p, p + LEN), nothing
- * faulted in: the driver's loop of read_begin, range fault and read_retry
- * under its lock. */
+/* What device d sees of the CPU's page table over [p, p + LEN). */
 static void snapshot(const struct dev *d, const void *p, uint64_t *pfns)
 {
-	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	struct hmm_interval_notifier *sub;
-	struct hmm_range range = { .start = va(p), .end = va(p) + LEN, .hmm_pfns = pfns,
-				   .dev_private_owner = d->dev };
-	int err;
-
-	cr_assert_eq(hmm_interval_notifier_insert(va(p), LEN, &snap_ops, &lock, &sub), 0);
-	range.notifier = sub;
-	for (;;) {
-		memset(pfns, 0, NPAGES * sizeof(*pfns));
-		range.notifier_seq = hmm_interval_read_begin(sub);
-		err = hmm_range_fault(&range);
-		if (err == -EBUSY)
-			continue;
-		if (err)
-			break;
-		pthread_mutex_lock(&lock);
-		if (!hmm_interval_read_retry(sub, range.notifier_seq)) {
-			pthread_mutex_unlock(&lock);
-			break;
-		}
-		pthread_mutex_unlock(&lock);
-	}
-	hmm_interval_notifier_remove(sub);
-	cr_assert_eq(err, 0, "hmm_range_fault: %s", strerror(-err));
+	snapshot_range(d->dev, va(p), NPAGES, pfns);
 }
 
 /* Layout of the snapshot's file, in 8-page groups of its 64 pages. */

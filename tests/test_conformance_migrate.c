@@ -244,19 +244,6 @@ static int *migrated_buffer(size_t size, int seed)
 	return p;
 }
 
-static size_t pmd_size(void)
-{
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
-	unsigned long v = 0;
-
-	if (f) {
-		if (fscanf(f, "%lu", &v) != 1)
-			v = 0;
-		fclose(f);
-	}
-	return v ? v : 2UL << 20;
-}
-
 /* Is THP in use for madvised regions ("always" or "madvise")? */
 static bool thp_enabled(void)
 {
@@ -559,7 +546,7 @@ BOTH_VARIANTS(a_child_writing_through_its_own_device_leaves_the_parent_unchanged
 {
 	skip_under_sanitizers_if_children_start_threads();
 	for (int use_thp = 0; use_thp < 2; use_thp++) {
-		size_t size = use_thp ? pmd_size() : NPAGES * PS;
+		size_t size = use_thp ? thp_pmd_size() : NPAGES * PS;
 		void *base;
 		int *p = use_thp ? aligned_region(size, PROT_READ | PROT_WRITE, MADV_HUGEPAGE, &base)
 				 : (base = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE));
@@ -592,7 +579,7 @@ BOTH_VARIANTS(a_child_writing_through_its_own_device_leaves_the_parent_unchanged
 /* Kernel: migrate_anon_huge_empty.  A read-only THP region never touched. */
 BOTH_VARIANTS(an_empty_huge_page_region_migrates_as_zeros)
 {
-	size_t size = pmd_size();
+	size_t size = thp_pmd_size();
 	void *base;
 	unsigned char *p = aligned_region(size, PROT_READ, MADV_HUGEPAGE, &base), *buf;
 
@@ -608,7 +595,7 @@ BOTH_VARIANTS(an_empty_huge_page_region_migrates_as_zeros)
  * huge zero page, where THP is on). */
 BOTH_VARIANTS(a_huge_zero_page_migrates_as_zeros_and_faults_back_as_zeros)
 {
-	size_t size = pmd_size();
+	size_t size = thp_pmd_size();
 	void *base;
 	unsigned char *p = aligned_region(size, PROT_READ, MADV_HUGEPAGE, &base), *buf;
 
@@ -629,7 +616,7 @@ BOTH_VARIANTS(a_huge_zero_page_migrates_as_zeros_and_faults_back_as_zeros)
  */
 BOTH_VARIANTS(madv_free_over_a_migrated_huge_page_region_succeeds)
 {
-	size_t size = pmd_size();
+	size_t size = thp_pmd_size();
 	void *base;
 	int *p = aligned_region(size, PROT_READ | PROT_WRITE, MADV_HUGEPAGE, &base);
 
@@ -666,7 +653,7 @@ static bool cpu_present(int pagemap, const void *va)
  */
 BOTH_VARIANTS(a_collapsed_huge_page_migrates_and_faults_back)
 {
-	size_t size = pmd_size();
+	size_t size = thp_pmd_size();
 	void *base;
 	int *p = aligned_region(size, PROT_READ | PROT_WRITE, -1, &base);
 
@@ -698,7 +685,7 @@ BOTH_VARIANTS(a_collapsed_huge_page_migrates_and_faults_back)
  */
 BOTH_VARIANTS(unmapping_half_a_migrated_region_frees_it_and_the_rest_faults_back)
 {
-	size_t size = pmd_size(), half = size / 2;
+	size_t size = thp_pmd_size(), half = size / 2;
 	size_t offsets[] = { 0, size / 4, size / 2 };
 
 	for (int use_thp = 0; use_thp < 2; use_thp++) {
@@ -735,7 +722,7 @@ BOTH_VARIANTS(unmapping_half_a_migrated_region_frees_it_and_the_rest_faults_back
  */
 BOTH_VARIANTS(a_region_moved_by_mremap_before_or_after_migrating_keeps_its_data)
 {
-	size_t size = pmd_size();
+	size_t size = thp_pmd_size();
 	size_t offsets[] = { 0, size / 4, size / 2 };
 
 	for (int before = 0; before < 2; before++)
@@ -878,7 +865,7 @@ static void driver_migrate(struct driver *drv, void *p, size_t len, bool to_ram)
 /* Kernel: migrate_anon_huge_err. */
 BOTH_VARIANTS(a_failed_device_allocation_falls_back_and_the_huge_page_still_migrates)
 {
-	size_t size = pmd_size();
+	size_t size = thp_pmd_size();
 	struct driver drv = { .dev = dev0 };
 	void *base;
 	int *p = aligned_region(size, PROT_READ | PROT_WRITE, MADV_HUGEPAGE, &base);
@@ -913,7 +900,7 @@ BOTH_VARIANTS(a_failed_device_allocation_falls_back_and_the_huge_page_still_migr
 /* Kernel: migrate_anon_huge_zero_err. */
 BOTH_VARIANTS(a_failed_device_allocation_falls_back_and_the_huge_zero_page_still_migrates)
 {
-	size_t size = pmd_size();
+	size_t size = thp_pmd_size();
 	struct driver drv = { .dev = dev0 };
 	void *base;
 	int *p = aligned_region(size, PROT_READ, MADV_HUGEPAGE, &base);

@@ -59,10 +59,11 @@
 #define _GNU_SOURCE
 #include <hmm_dmirror.h>
 
+#include "shim_exec.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -84,43 +85,11 @@
 
 /* ------------------------------------------------- running under the shim */
 
-static int find_runtime(struct dl_phdr_info *info, size_t size, void *arg)
-{
-	const char *name = info->dlpi_name;
-
-	(void)size;
-	if (name && (strstr(name, "/libasan.so") || strstr(name, "/libtsan.so"))) {
-		snprintf(arg, 512, "%s ", name);
-		return 1;
-	}
-	return 0;
-}
-
 __attribute__((constructor)) static void under_the_shim(void)
 {
-	char preload[1024], runtime[512] = "";
-	char *argv[256];
-	FILE *f;
-	int argc = 0;
-	static char args[1 << 16];
-	size_t n;
-
 	if (getenv("HMM_DMIRROR_TEST_BARE") || getenv("HMM_DMIRROR_TEST_SHIMMED"))
 		return;
-	dl_iterate_phdr(find_runtime, runtime);
-	snprintf(preload, sizeof(preload), "%s%s", runtime, DMIRROR_SHIM);
-	setenv("LD_PRELOAD", preload, 1);
-	setenv("HMM_DMIRROR_TEST_SHIMMED", "1", 1);
-	f = fopen("/proc/self/cmdline", "re");
-	if (!f)
-		abort();
-	n = fread(args, 1, sizeof(args) - 1, f);
-	fclose(f);
-	for (size_t i = 0; i < n && argc < 255; i += strlen(&args[i]) + 1)
-		argv[argc++] = &args[i];
-	argv[argc] = NULL;
-	execv("/proc/self/exe", argv);
-	perror("test_dmirror: exec under libhmm_dmirror.so");
+	shim_exec(shim_own_argv(), DMIRROR_SHIM);
 	abort();
 }
 

@@ -51,13 +51,13 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mount.h"
+#include "shim_exec.h"
 
 #include <hmm_dmirror.h>
 
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <link.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,18 +74,6 @@
 
 /* ------------------------------------------------- running under the shim */
 
-static int find_runtime(struct dl_phdr_info *info, size_t size, void *arg)
-{
-	const char *name = info->dlpi_name;
-
-	(void)size;
-	if (name && (strstr(name, "/libasan.so") || strstr(name, "/libtsan.so"))) {
-		snprintf(arg, 512, "%s ", name);
-		return 1;
-	}
-	return 0;
-}
-
 /*
  * Mount hmmfs, then run this program again with the shim preloaded (behind
  * a sanitizer's runtime, which must come first), with the same arguments,
@@ -93,35 +81,19 @@ static int find_runtime(struct dl_phdr_info *info, size_t size, void *arg)
  */
 __attribute__((constructor)) static void under_the_shim(void)
 {
-	static char args[1 << 16];
-	char preload[1024], runtime[512] = "";
-	char *argv[256];
-	int argc = 0, status;
-	size_t n;
+	char **argv;
+	int status;
 	pid_t pid;
-	FILE *f;
 
 	if (getenv("HMM_DMIRROR_TEST_SHIMMED"))
 		return;
-	f = fopen("/proc/self/cmdline", "re");
-	if (!f)
-		abort();
-	n = fread(args, 1, sizeof(args) - 1, f);
-	fclose(f);
-	for (size_t i = 0; i < n && argc < 255; i += strlen(&args[i]) + 1)
-		argv[argc++] = &args[i];
-	argv[argc] = NULL;
+	argv = shim_own_argv();
 	if (hmmfs_test_mount(&mnt, MOUNT_OPTIONS))
 		exit(1);
 	pid = fork();
 	if (pid == 0) {
-		dl_iterate_phdr(find_runtime, runtime);
-		snprintf(preload, sizeof(preload), "%s%s", runtime, DMIRROR_SHIM);
-		setenv("LD_PRELOAD", preload, 1);
-		setenv("HMM_DMIRROR_TEST_SHIMMED", "1", 1);
 		setenv("HMM_DMIRROR_MOUNT", mnt.dir, 1);
-		execv("/proc/self/exe", argv);
-		perror("test_dmirror_hmmfs: exec under libhmm_dmirror.so");
+		shim_exec(argv, DMIRROR_SHIM);
 		_exit(127);
 	}
 	status = pid > 0 && waitpid(pid, &status, 0) == pid ? status : -1;
