@@ -16,8 +16,8 @@
  * library in the global scope: the program's munmap, mprotect, fork...
  * would reach the C library's definitions first, and no device would hear
  * of them.  So the shim defines each function libhmm interposes
- * (invalidate.c) and passes the call to libhmm's definition, found in
- * libhmm itself (RTLD_NEXT would find the C library's).
+ * (interposed.h's list) and passes the call to libhmm's definition, found
+ * in libhmm itself (RTLD_NEXT would find the C library's).
  *
  * The devices.  Device N is made at its first open and lives as long as
  * the process, as the driver's devices live as long as the module: an
@@ -84,6 +84,7 @@
 
 #include "hmm.h"
 #include "hmm_dmirror.h"
+#include "interposed.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -128,17 +129,8 @@ static struct {
 	int (*openat)(int, const char *, int, ...);
 	int (*close)(int);
 	int (*ioctl)(int, unsigned long, ...);
-	void *(*mmap)(void *, size_t, int, int, int, off_t);
 	/* libhmm's (see the top) */
-	int (*munmap)(void *, size_t);
-	void *(*mremap)(void *, size_t, size_t, int, ...);
-	int (*mprotect)(void *, size_t, int);
-	int (*pkey_mprotect)(void *, size_t, int, int);
-	int (*madvise)(void *, size_t, int);
-	int (*brk)(void *);
-	void *(*sbrk)(intptr_t);
-	int (*shmdt)(const void *);
-	pid_t (*fork)(void);
+	HMM__INTERPOSED(HMM__INTERPOSED_FIELD)
 } next_fns;
 
 /* name in handle (RTLD_NEXT: after the shim). */
@@ -187,16 +179,9 @@ static void find_next(void)
 	next_fns.openat = next_of(RTLD_NEXT, "openat");
 	next_fns.close = next_of(RTLD_NEXT, "close");
 	next_fns.ioctl = next_of(RTLD_NEXT, "ioctl");
-	next_fns.mmap = next_of(libhmm, "mmap");
-	next_fns.munmap = next_of(libhmm, "munmap");
-	next_fns.mremap = next_of(libhmm, "mremap");
-	next_fns.mprotect = next_of(libhmm, "mprotect");
-	next_fns.pkey_mprotect = next_of(libhmm, "pkey_mprotect");
-	next_fns.madvise = next_of(libhmm, "madvise");
-	next_fns.brk = next_of(libhmm, "brk");
-	next_fns.sbrk = next_of(libhmm, "sbrk");
-	next_fns.shmdt = next_of(libhmm, "shmdt");
-	next_fns.fork = next_of(libhmm, "fork");
+#define FROM_LIBHMM(name) next_fns.name = next_of(libhmm, #name);
+	HMM__INTERPOSED(FROM_LIBHMM)
+#undef FROM_LIBHMM
 }
 
 /* ------------------------------------------------------------------ tables */

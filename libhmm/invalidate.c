@@ -41,6 +41,7 @@
 #define _GNU_SOURCE
 #include "config.h"
 #include "hmm-internal.h"
+#include "interposed.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -57,16 +58,7 @@
 
 static struct {
 	pthread_once_t once;
-	void *(*mmap)(void *, size_t, int, int, int, off_t);
-	int (*munmap)(void *, size_t);
-	void *(*mremap)(void *, size_t, size_t, int, ...);
-	int (*mprotect)(void *, size_t, int);
-	int (*pkey_mprotect)(void *, size_t, int, int);
-	int (*madvise)(void *, size_t, int);
-	int (*brk)(void *);
-	void *(*sbrk)(intptr_t);
-	int (*shmdt)(const void *);
-	pid_t (*fork)(void);
+	HMM__INTERPOSED(HMM__INTERPOSED_FIELD)
 } real = { .once = PTHREAD_ONCE_INIT };
 
 /*
@@ -96,16 +88,9 @@ static void *next_symbol(const char *name)
 
 static void resolve(void)
 {
-	real.mmap = next_symbol("mmap");
-	real.munmap = next_symbol("munmap");
-	real.mremap = next_symbol("mremap");
-	real.mprotect = next_symbol("mprotect");
-	real.pkey_mprotect = next_symbol("pkey_mprotect");
-	real.madvise = next_symbol("madvise");
-	real.brk = next_symbol("brk");
-	real.sbrk = next_symbol("sbrk");
-	real.shmdt = next_symbol("shmdt");
-	real.fork = next_symbol("fork");
+#define RESOLVE(name) real.name = next_symbol(#name);
+	HMM__INTERPOSED(RESOLVE)
+#undef RESOLVE
 }
 
 #define REAL(fn) (pthread_once(&real.once, resolve), real.fn)

@@ -33,6 +33,7 @@ include_HEADERS = libhmm/include/hmm.h libhmm/include/hmm_dmirror.h
 # into invalidations: in the shared library only, never in the core that
 # the hmmfs daemon links.
 libhmm_libhmm_la_SOURCES = libhmm/version.c libhmm/hmmfs_ioctl.c libhmm/invalidate.c \
+	libhmm/interposed.h \
 	libhmm/uffd.c
 libhmm_libhmm_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_la_LIBADD = libhmm/libhmm-core.la
@@ -47,7 +48,7 @@ pkgconfig_DATA = libhmm/libhmm.pc
 # (LD_PRELOAD=libhmm_dmirror.so; libhmm_dmirror(7)).  A module: no version,
 # no symbol other than the interposed calls.
 lib_LTLIBRARIES += libhmm/libhmm_dmirror.la
-libhmm_libhmm_dmirror_la_SOURCES = libhmm/dmirror.c
+libhmm_libhmm_dmirror_la_SOURCES = libhmm/dmirror.c libhmm/interposed.h
 libhmm_libhmm_dmirror_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden
 libhmm_libhmm_dmirror_la_LIBADD = libhmm/libhmm.la
 libhmm_libhmm_dmirror_la_LDFLAGS = $(AM_LDFLAGS) -module -avoid-version -shared
