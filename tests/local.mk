@@ -108,15 +108,15 @@ tests_test_attach_LDFLAGS = $(AM_LDFLAGS) -no-install
 tests_test_conformance_hmmfs_LDFLAGS = $(AM_LDFLAGS) -no-install
 # test_dmirror knows only the dmirror ioctls: it runs itself again under
 # LD_PRELOAD=libhmm_dmirror.so, which it finds here.
-tests_test_dmirror_SOURCES = tests/test_dmirror.c tests/shim_exec.c tests/shim_exec.h \
+tests_test_dmirror_SOURCES = tests/test_dmirror.c tests/dmirror_client.c tests/dmirror_client.h \
 	$(TEST_COMMON_SOURCES)
 tests_test_dmirror_CFLAGS = $(TESTS_CFLAGS) \
 	-DDMIRROR_SHIM='"$(abs_top_builddir)/libhmm/.libs/libhmm_dmirror.so"'
-tests_test_dmirror_LDADD = $(CRITERION_LIBS)
+tests_test_dmirror_LDADD = $(TESTS_LDADD)
 tests_test_dmirror_LDFLAGS = $(AM_LDFLAGS) -no-install
 # test_dmirror_hmmfs too, with the devices of a mount it makes (and hmmctl).
-tests_test_dmirror_hmmfs_SOURCES = tests/test_dmirror_hmmfs.c tests/shim_exec.c \
-	tests/shim_exec.h $(TEST_COMMON_SOURCES)
+tests_test_dmirror_hmmfs_SOURCES = tests/test_dmirror_hmmfs.c tests/dmirror_client.c \
+	tests/dmirror_client.h $(TEST_COMMON_SOURCES)
 tests_test_dmirror_hmmfs_CFLAGS = $(TESTS_CFLAGS) \
 	-DDMIRROR_SHIM='"$(abs_top_builddir)/libhmm/.libs/libhmm_dmirror.so"' \
 	-DHMMCTL_BIN='"$(abs_top_builddir)/hmmfs/hmmctl"'

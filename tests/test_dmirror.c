@@ -59,7 +59,8 @@
 #define _GNU_SOURCE
 #include <hmm_dmirror.h>
 
-#include "shim_exec.h"
+#include "dmirror_client.h"
+#include "helpers.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -95,17 +96,6 @@ __attribute__((constructor)) static void under_the_shim(void)
 
 /* ------------------------------------------------------------ the fixtures */
 
-static int dev_open(unsigned n)
-{
-	char path[32];
-	int fd;
-
-	snprintf(path, sizeof(path), "/dev/hmm_dmirror%u", n);
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
-	return fd;
-}
-
 /* The kernel's "hmm" (one device) and "hmm2" (two) fixtures. */
 struct devices {
 	int fd[2];
@@ -119,7 +109,7 @@ static struct devices devices_open(unsigned first, unsigned n)
 	struct devices d = { { -1, -1 }, n, first >= 2 };
 
 	for (unsigned i = 0; i < n; i++)
-		d.fd[i] = dev_open(first + i);
+		d.fd[i] = dmirror_open(first + i);
 	return d;
 }
 
@@ -156,18 +146,14 @@ struct buffer {
 /* One command over npages of b; 0 or -errno.  cpages and faults as written back. */
 static int dcmd(int fd, unsigned long request, struct buffer *b, uint64_t npages)
 {
-	struct hmm_dmirror_cmd c = { .addr = (uintptr_t)b->ptr, .ptr = (uintptr_t)b->mirror,
-				     .npages = npages, .cpages = 777, .faults = 777 };
-	int rc;
+	struct hmm_dmirror_cmd c;
+	int err = dmirror_cmd(fd, request, b->ptr, b->mirror, npages, &c);
 
-	do {
-		rc = ioctl(fd, request, &c);
-	} while (rc && errno == EINTR);
-	if (rc)
-		return -errno;
-	b->cpages = c.cpages;
-	b->faults = c.faults;
-	return 0;
+	if (!err) {
+		b->cpages = c.cpages;
+		b->faults = c.faults;
+	}
+	return err;
 }
 
 /* A buffer around ptr (npages), with a mirror of as many pages, all 0xFF. */
@@ -224,29 +210,6 @@ static void buffer_free(struct buffer *b)
 	free(b);
 }
 
-/* The number after key at the start of a line of the file at path ("": the first line's), or 0. */
-static unsigned long number_in(const char *path, const char *key)
-{
-	FILE *f = fopen(path, "re");
-	char line[256];
-	unsigned long v = 0;
-
-	while (f && !v && fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, strlen(key)))
-			v = strtoul(line + strlen(key), NULL, 10);
-	if (f)
-		fclose(f);
-	return v;
-}
-
-/* The kernel's read_pmd_pagesize(). */
-static size_t pmd_bytes(void)
-{
-	size_t v = number_in("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "");
-
-	return v ? v : 2 * ONE_MIB;
-}
-
 /*
  * The kernel's huge-page buffers: times PMD sizes of private anonymous
  * memory, and in it the first PMD-aligned PMD-sized region, given the
@@ -254,7 +217,7 @@ static size_t pmd_bytes(void)
  */
 static struct buffer *buffer_new_pmd(int prot, int advice, unsigned times)
 {
-	size_t pmd = pmd_bytes();
+	size_t pmd = thp_pmd_size();
 	char *raw = mmap(NULL, times * pmd, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	char *p;
 
@@ -267,10 +230,10 @@ static struct buffer *buffer_new_pmd(int prot, int advice, unsigned times)
 /* The kernel's hugetlb buffers: 2 MiB rounded up to the huge page size, or a skip. */
 static struct buffer *buffer_new_hugetlb(void)
 {
-	size_t hsize = number_in("/proc/meminfo", "Hugepagesize:") * 1024, len;
+	size_t hsize = meminfo_field("Hugepagesize:") * 1024, len;
 	void *p;
 
-	if (!hsize || !number_in("/proc/meminfo", "HugePages_Free:"))
+	if (!hsize || !meminfo_field("HugePages_Free:"))
 		cr_skip_test("no free huge page: /proc/sys/vm/nr_hugepages has none to give");
 	len = (2 * ONE_MIB + hsize - 1) / hsize * hsize;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
@@ -412,7 +375,7 @@ TestSuite(dmirror, .timeout = 240);
 Test(dmirror, every_device_opens_and_closes_and_others_do_not_exist)
 {
 	for (unsigned n = 0; n < 4; n++)
-		cr_assert_eq(close(dev_open(n)), 0);
+		cr_assert_eq(close(dmirror_open(n)), 0);
 	cr_assert_eq(open("/dev/hmm_dmirror4", O_RDWR), -1);
 	cr_assert_eq(errno, ENOENT);
 }
@@ -449,7 +412,7 @@ BOTH_VARIANTS(device_reads_anonymous_memory,
 /* anon_read: the second read finds every page in the device's page table */
 Test(dmirror, a_second_read_needs_no_fault)
 {
-	int fd = dev_open(0);
+	int fd = dmirror_open(0);
 	struct buffer *b = buffer_new(NPAGES, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 
 	fill_index(b->ptr, NPAGES, 1);
@@ -772,7 +735,7 @@ BOTH_VARIANTS(release_brings_pages_back, release_brings_every_device_page_back_t
 static void close_brings_pages_back(unsigned first)
 {
 	struct devices d = devices_open(first, 2);
-	int again = dev_open(first);
+	int again = dmirror_open(first);
 	struct buffer *b = buffer_new(NPAGES, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 	struct buffer *o = buffer_new(NPAGES, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 	unsigned other = first == 2 ? HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL
@@ -1333,7 +1296,7 @@ BOTH_VARIANTS(empty_pmd_migration_with_failed_allocation,
  */
 Test(dmirror, fail_alloc_on_small_pages_fails_one_allocation_once_each_way)
 {
-	int fd = dev_open(0);
+	int fd = dmirror_open(0);
 	struct buffer *b = buffer_new(8, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 
 	cr_assert_eq(madvise(b->ptr, 8 * PS, MADV_NOHUGEPAGE), 0);
@@ -1356,7 +1319,7 @@ Test(dmirror, fail_alloc_on_small_pages_fails_one_allocation_once_each_way)
 /* The driver's argument checks. */
 Test(dmirror, bad_commands_are_refused_and_change_nothing)
 {
-	int fd = dev_open(0);
+	int fd = dmirror_open(0);
 	struct buffer *b = buffer_new(4, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 	struct buffer odd = *b;
 

@@ -51,7 +51,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "mount.h"
-#include "shim_exec.h"
+#include "dmirror_client.h"
 
 #include <hmm_dmirror.h>
 
@@ -129,35 +129,6 @@ TestSuite(dmirror_hmmfs, .init = setup, .timeout = 120);
 
 /* ------------------------------------------------------------ helpers */
 
-static int dev_open(unsigned n)
-{
-	char path[32];
-	int fd;
-
-	snprintf(path, sizeof(path), "/dev/hmm_dmirror%u", n);
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
-	return fd;
-}
-
-/* One command over npages from addr, ptr the buffer; 0 or -errno. */
-static int dcmd(int fd, unsigned long request, void *addr, void *ptr, uint64_t npages,
-		struct hmm_dmirror_cmd *out)
-{
-	struct hmm_dmirror_cmd c = { .addr = (uintptr_t)addr, .ptr = (uintptr_t)ptr,
-				     .npages = npages, .cpages = 777, .faults = 777 };
-	int rc;
-
-	do {
-		rc = ioctl(fd, request, &c);
-	} while (rc && errno == EINTR);
-	if (rc)
-		return -errno;
-	if (out)
-		*out = c;
-	return 0;
-}
-
 struct file {
 	int fd;
 	unsigned char *p;
@@ -222,14 +193,14 @@ static void file_read(unsigned device)
 	struct file f = file_map("r", device, 1, O_RDONLY, PROT_READ);
 	unsigned char *buf = malloc(LEN);
 	struct hmm_dmirror_cmd c;
-	int fd = dev_open(device);
+	int fd = dmirror_open(device);
 
 	cr_assert_not_null(buf);
-	cr_assert_eq(dcmd(fd, HMM_DMIRROR_READ, f.p, buf, NPAGES, &c), 0);
+	cr_assert_eq(dmirror_cmd(fd, HMM_DMIRROR_READ, f.p, buf, NPAGES, &c), 0);
 	cr_assert_eq(c.cpages, NPAGES);
 	cr_assert_eq(c.faults, 1);
 	expect_data(buf, LEN, 0, 1, "what the device read");
-	cr_assert_eq(dcmd(fd, HMM_DMIRROR_WRITE, f.p, buf, NPAGES, NULL), -EPERM,
+	cr_assert_eq(dmirror_cmd(fd, HMM_DMIRROR_WRITE, f.p, buf, NPAGES, NULL), -EPERM,
 		     "a write through the read-only mapping");
 	cr_assert_eq(close(fd), 0);
 	free(buf);
@@ -246,11 +217,11 @@ static void file_write(unsigned device)
 	struct file f = file_map("w", device, 2, O_RDWR, PROT_READ | PROT_WRITE);
 	unsigned char *buf = malloc(LEN);
 	struct hmm_dmirror_cmd c;
-	int fd = dev_open(device);
+	int fd = dmirror_open(device);
 
 	cr_assert_not_null(buf);
 	pattern_fill(buf, LEN, 0, 3);
-	cr_assert_eq(dcmd(fd, HMM_DMIRROR_WRITE, f.p, buf, NPAGES, &c), 0);
+	cr_assert_eq(dmirror_cmd(fd, HMM_DMIRROR_WRITE, f.p, buf, NPAGES, &c), 0);
 	cr_assert_eq(c.cpages, NPAGES);
 	cr_assert_eq(c.faults, 1);
 	expect_data(f.p, LEN, 0, 3, "the CPU's mapping");
@@ -274,11 +245,11 @@ Test(dmirror_hmmfs, migrate_to_dev_of_a_shared_file_mapping_fails_with_enoent)
 {
 	struct file f = file_map("m", 0, 4, O_RDWR, PROT_READ | PROT_WRITE);
 	unsigned char *buf = malloc(LEN);
-	int fd = dev_open(0);
+	int fd = dmirror_open(0);
 
 	cr_assert_not_null(buf);
-	cr_assert_eq(dcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, f.p, buf, NPAGES, NULL), -ENOENT);
-	cr_assert_eq(dcmd(fd, HMM_DMIRROR_READ, f.p, buf, NPAGES, NULL), 0);
+	cr_assert_eq(dmirror_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, f.p, buf, NPAGES, NULL), -ENOENT);
+	cr_assert_eq(dmirror_cmd(fd, HMM_DMIRROR_READ, f.p, buf, NPAGES, NULL), 0);
 	expect_data(buf, LEN, 0, 4, "the device's read after the refused migration");
 	expect_data(f.p, LEN, 0, 4, "the CPU's read after the refused migration");
 	expect_pattern(f.fd, 0, LEN, 4);
@@ -298,18 +269,18 @@ static void pages_the_mount_moved(unsigned device)
 	uint8_t local = device ? HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL
 			       : HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
 	struct hmm_dmirror_cmd c;
-	int fd = dev_open(device);
+	int fd = dmirror_open(device);
 
 	cr_assert(buf && snap);
 	mount_migrates(f.name, device);
 	memset(buf, 0, LEN);
-	cr_assert_eq(dcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, f.p, buf, NPAGES, &c), 0);
+	cr_assert_eq(dmirror_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, f.p, buf, NPAGES, &c), 0);
 	cr_assert_eq(c.cpages, NPAGES);
 	expect_data(buf, LEN, 0, 5, "what MIGRATE_TO_DEV read back");
 	memset(buf, 0, LEN);
-	cr_assert_eq(dcmd(fd, HMM_DMIRROR_READ, f.p, buf, NPAGES, NULL), 0);
+	cr_assert_eq(dmirror_cmd(fd, HMM_DMIRROR_READ, f.p, buf, NPAGES, NULL), 0);
 	expect_data(buf, LEN, 0, 5, "the device's read in place");
-	cr_assert_eq(dcmd(fd, HMM_DMIRROR_SNAPSHOT, f.p, snap, NPAGES, NULL), 0);
+	cr_assert_eq(dmirror_cmd(fd, HMM_DMIRROR_SNAPSHOT, f.p, snap, NPAGES, NULL), 0);
 	for (size_t i = 0; i < NPAGES; i++)
 		cr_assert_eq(snap[i], local | HMM_DMIRROR_PROT_WRITE,
 			     "page %zu: snapshot byte %#x", i, snap[i]);
@@ -334,7 +305,7 @@ static void snapshot(unsigned device)
 	uint8_t local = device ? HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL
 			       : HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
 	unsigned char *snap = malloc(NPAGES);
-	int fd = dev_open(device), other = dev_open(!device);
+	int fd = dmirror_open(device), other = dmirror_open(!device);
 	struct hmm_run {
 		size_t first, n;
 		uint8_t want, want_other;
@@ -360,7 +331,7 @@ static void snapshot(unsigned device)
 	expect_data(f.p + 16 * PS, 16 * PS, 16 * PS, 6, "the CPU's read");
 	pattern_fill(f.p + 32 * PS, 16 * PS, 32 * PS, 7);
 	for (int dev = 0; dev < 2; dev++) {
-		cr_assert_eq(dcmd(dev ? other : fd, HMM_DMIRROR_SNAPSHOT, f.p, snap, NPAGES, NULL),
+		cr_assert_eq(dmirror_cmd(dev ? other : fd, HMM_DMIRROR_SNAPSHOT, f.p, snap, NPAGES, NULL),
 			     0);
 		for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++)
 			for (size_t i = runs[k].first; i < runs[k].first + runs[k].n; i++)

@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* shim_exec.c - see shim_exec.h. */
+/* dmirror_client.c - see dmirror_client.h. */
 #define _GNU_SOURCE
-#include "shim_exec.h"
+#include "dmirror_client.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 
 #include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #define MAX_ARGS 256
@@ -51,4 +56,32 @@ void shim_exec(char **argv, const char *shim)
 	setenv("HMM_DMIRROR_TEST_SHIMMED", "1", 1);
 	execv("/proc/self/exe", argv);
 	fprintf(stderr, "%s: exec under %s: %m\n", argv[0] ? argv[0] : "test", shim);
+}
+
+int dmirror_open(unsigned n)
+{
+	char path[32];
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/hmm_dmirror%u", n);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+	return fd;
+}
+
+int dmirror_cmd(int fd, unsigned long request, void *addr, void *ptr, uint64_t npages,
+		struct hmm_dmirror_cmd *out)
+{
+	struct hmm_dmirror_cmd c = { .addr = (uintptr_t)addr, .ptr = (uintptr_t)ptr,
+				     .npages = npages, .cpages = 777, .faults = 777 };
+	int rc;
+
+	do {
+		rc = ioctl(fd, request, &c);
+	} while (rc && errno == EINTR);
+	if (rc)
+		return -errno;
+	if (out)
+		*out = c;
+	return 0;
 }
